@@ -1,0 +1,103 @@
+"""DnCNN (Zhang et al., TIP 2017): a plain conv stack that predicts the noise, output = input - noise.
+
+Layout (mirrors KAIR's ``models/network_dncnn.py``, so its released weights load by index):
+``body`` is one flat ``nn.Sequential``
+
+* ``bn=False`` (KAIR ``act_mode='R'``): conv ``body.{2i}``, ReLU ``body.{2i+1}``, last conv ``body.{2(depth-1)}``;
+* ``bn=True`` (KAIR ``act_mode='BR'``): ``body.0`` conv, ``body.1`` ReLU, then for every middle
+  layer ``j`` conv/BN/ReLU at ``body.{2+3j}``/``{3+3j}``/``{4+3j}``, last conv ``body.{2+3(depth-2)}``.
+
+Every conv has a bias (as in KAIR). ReLUs are not in-place, so a hook's captured conv output is
+never overwritten. Which arguments match which KAIR release (see ``KAIR_PRESETS``):
+
+=====================  ===============================================
+``dncnn_15/25/50.pth``  ``DnCNN(in_channels=1, depth=17, bn=False)``
+``dncnn_gray_blind``   ``DnCNN(in_channels=1, depth=20, bn=False)``
+``dncnn_color_blind``  ``DnCNN(in_channels=3, depth=20, bn=False)``
+=====================  ===============================================
+
+KAIR's released DnCNN files have their batch norms merged into the convs, hence ``bn=False``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from distill.errors import ConfigError
+from teachers.weights import load_weights
+
+__all__ = ["DnCNN", "KAIR_PRESETS", "PRESETS"]
+
+#: Constructor arguments matching each KAIR DnCNN release (file stem -> kwargs).
+KAIR_PRESETS: dict[str, dict[str, Any]] = {
+    "dncnn_15": dict(in_channels=1, features=64, depth=17, bn=False),
+    "dncnn_25": dict(in_channels=1, features=64, depth=17, bn=False),
+    "dncnn_50": dict(in_channels=1, features=64, depth=17, bn=False),
+    "dncnn_gray_blind": dict(in_channels=1, features=64, depth=20, bn=False),
+    "dncnn_color_blind": dict(in_channels=3, features=64, depth=20, bn=False),
+}
+
+#: Named configurations: the paper's two depths (trainable, with BN) and the KAIR releases.
+PRESETS: dict[str, dict[str, Any]] = {
+    "dncnn17": dict(features=64, depth=17, bn=True),  # DnCNN-S, known sigma
+    "dncnn20": dict(features=64, depth=20, bn=True),  # DnCNN-B / CDnCNN-B, blind
+    **KAIR_PRESETS,
+}
+
+
+def _check_positive(name: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name}={value!r}: must be an integer >= {minimum}")
+
+
+class DnCNN(nn.Module):
+    """DnCNN residual denoiser: ``depth`` 3x3 convs, optional BN, output = input - predicted noise."""
+
+    needs_sigma = False
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        features: int = 64,
+        depth: int = 17,
+        bn: bool = True,
+        checkpoint: str | None = None,
+    ) -> None:
+        super().__init__()
+        _check_positive("in_channels", in_channels)
+        _check_positive("features", features)
+        _check_positive("depth", depth, minimum=2)
+        self.in_channels = in_channels
+        self.features = features
+        self.depth = depth
+        self.bn = bn
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, features, 3, padding=1, bias=True), nn.ReLU()]
+        for _ in range(depth - 2):
+            layers.append(nn.Conv2d(features, features, 3, padding=1, bias=True))
+            if bn:
+                layers.append(nn.BatchNorm2d(features))
+            layers.append(nn.ReLU())
+        layers.append(nn.Conv2d(features, in_channels, 3, padding=1, bias=True))
+        self.body = nn.Sequential(*layers)
+        self.checkpoint_path = load_weights(self, checkpoint) if checkpoint else None
+
+    @classmethod
+    def from_preset(cls, name: str, checkpoint: str | None = None, **overrides: Any) -> "DnCNN":
+        """Build a named configuration from ``PRESETS`` (e.g. ``"dncnn17"``, ``"dncnn_25"``)."""
+        if name not in PRESETS:
+            raise ConfigError(f"DnCNN preset {name!r} unknown; allowed: {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides}, checkpoint=checkpoint)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the denoised image ``x - body(x)``."""
+        return x - self.body(x)
+
+    def hint_points(self) -> list[str]:
+        """Module paths of the post-ReLU feature maps, first to last."""
+        return [f"body.{name}" for name, m in self.body.named_children() if isinstance(m, nn.ReLU)]
+
+    def kair_key_map(self) -> dict[str, str]:
+        """``{KAIR key: own key}``: KAIR names the same flat sequence ``model`` instead of ``body``."""
+        return {"model." + k[len("body."):]: k for k in self.state_dict() if k.startswith("body.")}
