@@ -17,6 +17,9 @@ from distill.checkpointing import AtomicCheckpointIO
 # extra subcommand -> "module:function" taking argv (imported lazily so `fit` starts fast)
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "energy": ("distill.energy_command:main", "per-layer MACs/ACs/energy of teacher and student, and their ratio"),
+    "leaderboard": ("distill.leaderboard:main", "tables (md, latex, csv) from every results.json under a folder"),
+    "sweep": ("distill.sweep:main", "expand a wandb-format sweep file into runs, locally or on SLURM"),
+    "plot": ("distill.plots:main", "convergence curves, firing rates, energy breakdown and image grids"),
 }
 LIGHTNING_COMMANDS = {
     "fit": "train (and then test on the held-out split), writing results.json into the run directory",

@@ -142,6 +142,16 @@ class RestorationBase(L.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, batch_idx)
 
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """Restore `batch["input"]`, in overlapping tiles when the datamodule sets `tile_size`."""
+        from distill.tiling import restore_tiled
+
+        datamodule = getattr(self.trainer, "datamodule", None)
+        tile = getattr(datamodule, "tile_size", None)
+        overlap = getattr(datamodule, "tile_overlap", 0)
+        sigma = batch["sigma"]
+        return restore_tiled(lambda x: run_model(self.network, x, sigma), batch["input"], tile, overlap).clamp(0, 1)
+
     def _collect_scores(self, stage: str) -> dict[str, dict[str, float]]:
         scores = {}
         for role, metric in self.scores.items():
