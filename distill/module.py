@@ -120,11 +120,6 @@ class RestorationBase(L.LightningModule):
             self.tracker.train_seconds += time.perf_counter() - self._batch_started
             self._batch_started = None
 
-    def on_train_epoch_start(self) -> None:
-        set_epoch = getattr(getattr(self.trainer, "datamodule", None), "set_epoch", None)
-        if callable(set_epoch):
-            set_epoch(self.current_epoch)
-
     # ---- evaluation -------------------------------------------------------------------------------
     def evaluation_outputs(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         """Images scored per role: the degraded input and the network's prediction."""
@@ -214,7 +209,7 @@ class RestorationBase(L.LightningModule):
         reports = self.energy_reports
         return {
             **run_metadata(self.trainer, datamodule, self.network, self.run_config or dict(self.hparams)),
-            "metric_protocol": self.metric_options | {"per_image": True},
+            "metric_protocol": self.scores[self.network_role].protocol(),
             "metrics": self.test_scores,
             "params": self.parameter_counts(),
             "energy": {

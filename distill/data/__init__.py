@@ -1,0 +1,43 @@
+"""DataModules (denoising, deraining), image I/O with clear errors, the embedded sample set, synthetic rain."""
+from distill.data.base import (
+    Degradation,
+    EpochSampler,
+    EvalDataset,
+    ImageRecord,
+    PatchDataset,
+    RestorationDataModule,
+    derive_seed,
+)
+from distill.data.denoising import DenoisingDataModule, GaussianNoise
+from distill.data.deraining import DerainingDataModule, Rain, find_pairs
+from distill.data.images import IMAGE_EXTENSIONS, list_images, load_image, read_image
+from distill.data.rain import PRESETS as RAIN_PRESETS
+from distill.data.rain import add_rain, rain_layer
+from distill.data.samples import SAMPLES_NAME, SAMPLES_TRAIN, SAMPLES_VAL, sample_paths, samples_dir
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "RAIN_PRESETS",
+    "SAMPLES_NAME",
+    "SAMPLES_TRAIN",
+    "SAMPLES_VAL",
+    "Degradation",
+    "DenoisingDataModule",
+    "DerainingDataModule",
+    "EpochSampler",
+    "EvalDataset",
+    "GaussianNoise",
+    "ImageRecord",
+    "PatchDataset",
+    "Rain",
+    "RestorationDataModule",
+    "add_rain",
+    "derive_seed",
+    "find_pairs",
+    "list_images",
+    "load_image",
+    "rain_layer",
+    "read_image",
+    "sample_paths",
+    "samples_dir",
+]
