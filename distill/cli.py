@@ -20,6 +20,7 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "leaderboard": ("distill.leaderboard:main", "tables (md, latex, csv) from every results.json under a folder"),
     "sweep": ("distill.sweep:main", "expand a wandb-format sweep file into runs, locally or on SLURM"),
     "plot": ("distill.plots:main", "convergence curves, firing rates, energy breakdown and image grids"),
+    "export": ("distill.export:main", "save a run's trained network alone as a plain state dict"),
 }
 LIGHTNING_COMMANDS = {
     "fit": "train (and then test on the held-out split), writing results.json into the run directory",
@@ -95,8 +96,8 @@ class SpikeDistillCLI(LightningCLI):
             print_results(Path(self.trainer.default_root_dir))
 
 
-def run_lightning(argv: list[str]) -> None:
-    """fit / validate / test / predict through LightningCLI."""
+def run_lightning(argv: list[str] | None) -> None:
+    """fit / validate / test / predict through LightningCLI (`None` reads sys.argv)."""
     SpikeDistillCLI(args=argv)
 
 
@@ -118,13 +119,13 @@ def load_command(name: str) -> Callable[[list[str]], Any]:
 
 def main(argv: list[str] | None = None) -> None:
     """Dispatch to an extra subcommand or to LightningCLI."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    words = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("WANDB_MODE", "offline")
-    if not argv or argv[0] in ("-h", "--help"):
+    if not words or words[0] in ("-h", "--help"):
         print_help()
         return
-    if argv[0] in EXTRA_COMMANDS:
-        load_command(argv[0])(argv[1:])
+    if words[0] in EXTRA_COMMANDS:
+        load_command(words[0])(words[1:])
         return
     run_lightning(argv)
 
