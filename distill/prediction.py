@@ -1,0 +1,235 @@
+"""`spikedistill predict` on a folder of images: full-image batches in, restored PNGs out.
+
+* `ImageFolderDataModule` reads every image directly inside `folder` (PNG, JPEG, TIFF, BMP; gray or
+  RGB, converted to `channels`) and yields whole images as contract batches. `tile_size` and
+  `tile_overlap` are read by `RestorationBase.predict_step`, which restores in overlapping tiles
+  (`distill.tiling.restore_tiled`) so memory is bounded by the tile size.
+* `PNGWriter` is a Lightning `BasePredictionWriter` that writes each restored image as
+  ``<output_dir>/<name>.png`` (8-bit, mode L for 1 channel, RGB for 3), atomically.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from distill.errors import ConfigError, DataError
+from distill.io import atomic_path
+from distill.tiling import check_tiling
+
+__all__ = ["ImageFolderDataset", "ImageFolderDataModule", "PNGWriter", "save_png"]
+
+
+def _images(folder: str | os.PathLike) -> list[Path]:
+    from distill.data.images import list_images
+
+    return list_images(folder)
+
+
+def _read(path: Path, channels: int) -> Tensor:
+    from distill.data.images import read_image
+
+    return read_image(path, channels)
+
+
+class ImageFolderDataset(Dataset):
+    """Every image directly inside `folder`, whole, as ``{"input", "target", "sigma", "name"}`` items.
+
+    `target` is the input itself (there is no clean image); `sigma` is on the [0, 1] scale.
+    """
+
+    def __init__(self, folder: str | os.PathLike, channels: int = 3, sigma: float = 0.0) -> None:
+        self.folder = Path(folder)
+        self.files = _images(folder)
+        self.channels = channels
+        self.sigma = float(sigma) / 255.0
+        names: dict[str, Path] = {}
+        for path in self.files:
+            if path.stem in names:
+                raise DataError(
+                    f"images {str(names[path.stem])!r} and {str(path)!r} in {str(self.folder)!r} share the name "
+                    f"{path.stem!r}: both would be written as {path.stem}.png; rename one"
+                )
+            names[path.stem] = path
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def size_batches(self, batch_size: int) -> list[list[int]]:
+        """Indices in batches of at most `batch_size` images of one size (read from the file headers)."""
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for index, path in enumerate(self.files):
+            try:
+                with Image.open(path) as im:
+                    size = im.size
+            except Exception as exc:  # noqa: BLE001 - Pillow raises many types on bad bytes
+                raise DataError(f"image {str(path)!r} cannot be read: {type(exc).__name__}: {exc}") from exc
+            by_size.setdefault(size, []).append(index)
+        batches = [group[i : i + batch_size] for group in by_size.values() for i in range(0, len(group), batch_size)]
+        return sorted(batches, key=lambda b: b[0])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.files[index]
+        image = _read(path, self.channels)
+        return {"input": image, "target": image, "sigma": torch.tensor(self.sigma, dtype=torch.float32),
+                "name": path.stem}
+
+
+class BatchedImages(Dataset):
+    """Item `i` is the collated batch of the images `batches[i]` (of one size): used with batch_size=None."""
+
+    def __init__(self, dataset: ImageFolderDataset, batches: list[list[int]]) -> None:
+        self.dataset = dataset
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return collate_whole_images([self.dataset[i] for i in self.batches[index]])
+
+
+def collate_whole_images(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack items into a batch; images of different sizes raise DataError naming them."""
+    sizes = {tuple(item["input"].shape) for item in items}
+    if len(sizes) > 1:
+        listed = ", ".join(f"{item['name']} {list(item['input'].shape[1:])}" for item in items)
+        raise DataError(f"images of one batch must have the same size, got {listed}; use batch_size: 1")
+    image = torch.stack([item["input"] for item in items])
+    return {"input": image, "target": image, "sigma": torch.stack([item["sigma"] for item in items]),
+            "name": [item["name"] for item in items]}
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    """Whole images from `folder` for `predict`.
+
+    Args:
+        folder: folder of images (not recursive).
+        channels: 1 (gray) or 3 (RGB); files are converted (gray files replicated, RGB -> luma).
+        output_dir: where `PNGWriter` writes ``<name>.png`` (relative paths are relative to the
+            working directory).
+        tile_size: restore in tiles of this many pixels (bounded memory); null = whole image at once.
+        tile_overlap: overlap of neighbouring tiles in pixels; tiled output equals untiled output
+            when ``tile_overlap // 2`` is at least the model's receptive-field radius.
+        sigma: noise level on the 0-255 scale, passed to models that take one (FFDNet).
+        batch_size: images per batch; images are batched with others of the same size only.
+    """
+
+    task = "predict"
+
+    def __init__(
+        self,
+        folder: str,
+        channels: int = 3,
+        output_dir: str = "predictions",
+        tile_size: int | None = 512,
+        tile_overlap: int = 32,
+        sigma: float = 0.0,
+        batch_size: int = 1,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if channels not in (1, 3) or isinstance(channels, bool):
+            raise ConfigError(f"channels={channels!r} is not allowed: use 1 (gray) or 3 (RGB)")
+        check_tiling(tile_size, tile_overlap)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size!r} is not allowed: use an integer >= 1")
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma <= 255:
+            raise ConfigError(f"sigma={sigma!r} is not allowed: use a noise level in [0, 255]")
+        self.folder = folder
+        self.channels = channels
+        self.output_dir = output_dir
+        self.tile_size = tile_size
+        self.tile_overlap = tile_overlap
+        self.sigma = float(sigma)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.dataset: ImageFolderDataset | None = None
+
+    @property
+    def dataset_name(self) -> str:
+        return Path(self.folder).name
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is None:
+            self.dataset = ImageFolderDataset(self.folder, self.channels, self.sigma)
+
+    def predict_dataloader(self) -> DataLoader:
+        self.setup("predict")
+        assert self.dataset is not None
+        if self.batch_size > 1:
+            batches = self.dataset.size_batches(self.batch_size)
+        else:
+            batches = [[i] for i in range(len(self.dataset))]
+        # each item is already a batch of same-size images, so the loader does no batching of its own
+        return DataLoader(BatchedImages(self.dataset, batches), batch_size=None, shuffle=False,
+                          num_workers=self.num_workers)
+
+
+def save_png(image: Tensor, path: str | os.PathLike) -> Path:
+    """Write a ``[C, H, W]`` image in [0, 1] (C = 1 or 3) as an 8-bit PNG, atomically."""
+    if image.dim() != 3 or image.shape[0] not in (1, 3):
+        raise DataError(f"cannot write {path}: expected an image [1 or 3, H, W], got shape {list(image.shape)}")
+    array = (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu()
+    if array.shape[0] == 1:
+        pil = Image.fromarray(array[0].numpy())
+    else:
+        pil = Image.fromarray(array.permute(1, 2, 0).contiguous().numpy())
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        pil.save(tmp, format="PNG")
+    return target
+
+
+class PNGWriter(BasePredictionWriter):
+    """Write every restored image of a predict batch as ``<output_dir>/<name>.png`` (atomic writes).
+
+    `output_dir`: explicit folder; else the datamodule's `output_dir`; else
+    ``<trainer.default_root_dir>/predictions``. Batches must carry `name` (list of str).
+    """
+
+    def __init__(self, output_dir: str | None = None) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = output_dir
+        self.written: list[Path] = []
+
+    def resolve_dir(self, trainer: L.Trainer) -> Path:
+        if self.output_dir:
+            return Path(self.output_dir)
+        datamodule_dir = getattr(getattr(trainer, "datamodule", None), "output_dir", None)
+        if datamodule_dir:
+            return Path(datamodule_dir)
+        return Path(trainer.default_root_dir) / "predictions"
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # the loader yields ready-made batches (batch_size=None), so Lightning cannot track batch indices;
+        # this writer names files from batch["name"] and does not need them
+        warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.written = []
+
+    def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Any,
+                           batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
+                           dataloader_idx: int = 0) -> None:
+        names = batch.get("name") if isinstance(batch, dict) else None
+        if not isinstance(prediction, Tensor) or prediction.dim() != 4:
+            raise DataError(f"PNGWriter expects predict_step to return an image batch [B, C, H, W], got "
+                            f"{type(prediction).__name__} {list(getattr(prediction, 'shape', []))}")
+        if names is None:
+            names = [f"batch{batch_idx:05d}_{i}" for i in range(prediction.shape[0])]
+        folder = self.resolve_dir(trainer)
+        for name, image in zip(names, prediction):
+            self.written.append(save_png(image, folder / f"{name}.png"))
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            print(f"predict: wrote {len(self.written)} image(s) to {self.resolve_dir(trainer)}")

@@ -1,0 +1,199 @@
+"""Leaderboard: grouping by setting, seeds as mean ± std, no-hint twins, formats, bad files skipped."""
+import csv
+import io
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from distill.errors import ConfigError
+from distill.leaderboard import group_runs, latex_escape, leaderboard, load_runs, main
+from distill.results import write_results
+
+HINT = {"teacher": "body.1", "student": "head.neuron", "signal": "spikes", "time_reduce": "mean",
+        "adapter": "conv1x1", "loss": "mse", "weight": 0.12}
+
+
+def make_results(run_dir: Path, *, seed: int = 0, hints: bool = True, psnr: float = 30.0, teacher_psnr: float = 31.0,
+                 steps: int | None = 1200, model: str = "SpikingDnCNN", sigma: float = 25, lr: float = 1e-3,
+                 y_channel: bool = False, teacher: str = "teachers.dncnn.DnCNN", with_samples: bool = False,
+                 firing_rates: dict | None = None) -> Path:
+    """A results.json shaped like DistillationModule.results() (trimmed)."""
+    hint_list = [dict(HINT)] if hints else []
+    history = [{"step": s, "seconds": s / 100, "psnr": psnr - 3 + 3 * s / 2000} for s in range(0, 2001, 400)]
+    layers = [{"layer": "head.conv", "kind": "analog", "output_shape": [8, 16, 16], "macs": 1e5, "input_rate": None,
+               "acs": 0, "neuron_updates": 0, "energy_pj": 4.6e5},
+              {"layer": "blocks.0.conv", "kind": "spike", "output_shape": [8, 16, 16], "macs": 4e5, "input_rate": 0.1,
+               "acs": 4e4, "neuron_updates": 0, "energy_pj": 3.6e4}]
+    results = {
+        "run": {"name": run_dir.name, "dir": str(run_dir), "global_step": 2000, "epochs": 3, "world_size": 1},
+        "task": "denoise", "dataset": "skimage", "sigma": sigma, "channels": 1, "model": model, "timesteps": 4,
+        "config": {
+            "seed_everything": seed,
+            "trainer": {"max_steps": 2000, "default_root_dir": str(run_dir)},
+            "model": {"class_path": "distill.distillation.DistillationModule",
+                      "init_args": {"teacher": {"class_path": teacher, "init_args": {"depth": 17}},
+                                    "student": {"class_path": f"students.{model}", "init_args": {"timesteps": 4}},
+                                    "hints": hint_list, "output_distillation": None,
+                                    "optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": lr}}}},
+        },
+        "metric_protocol": {"y_channel": y_channel, "crop_border": 0, "data_range": 1.0, "per_image": True},
+        "metrics": {"input": {"psnr": 20.2, "ssim": 0.3}, "teacher": {"psnr": teacher_psnr, "ssim": 0.88},
+                    "student": {"psnr": psnr, "ssim": 0.85}},
+        "params": {"teacher": 556_000, "student": 45_000, "adapters": 300, "ratio": 556_000 / 45_000},
+        "energy": {"constants": {"name": "45nm-fp32"}, "teacher_uj": 2000.0, "student_uj": 200.0, "ratio": 10.0,
+                   "student": {"model": model, "spiking": True, "layers": layers},
+                   "teacher": {"model": "DnCNN", "spiking": False, "layers": layers[:1]}},
+        "convergence": {"targets": {"teacher-1dB": {"target_db": teacher_psnr - 1, "step": steps,
+                                                    "seconds": None if steps is None else steps / 100}},
+                        "history": history, "train_seconds": 20.0},
+        "teacher_source": None,
+        "hints": hint_list,
+        "versions": {"python": "3.11"},
+    }
+    if firing_rates is not None:
+        results["firing_rates"] = firing_rates
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_results(run_dir / "results.json", results)
+    return run_dir / "results.json"
+
+
+@pytest.fixture
+def runs(tmp_path):
+    root = tmp_path / "runs"
+    make_results(root / "hint-s0", seed=0, hints=True, psnr=30.0, steps=1200)
+    make_results(root / "hint-s1", seed=1, hints=True, psnr=30.2, steps=1400)
+    make_results(root / "plain-s0", seed=0, hints=False, psnr=29.0, steps=3400)
+    make_results(root / "plain-s1", seed=1, hints=False, psnr=29.4, steps=None)
+    return root
+
+
+def test_groups_seeds_and_finds_twins(runs):
+    loaded, skipped = load_runs(runs)
+    groups = group_runs(loaded)
+    assert skipped == 0 and len(groups) == 2
+    hint = next(g for g in groups if g.first.uses_distillation())
+    plain = next(g for g in groups if not g.first.uses_distillation())
+    assert len(hint.runs) == 2 and hint.twin is plain and plain.twin is None
+
+
+def test_markdown_values(runs):
+    text, rows, n, skipped = leaderboard(runs, "md", bold_best=True)
+    assert (rows, n, skipped) == (2, 4, 0)
+    lines = text.strip().splitlines()
+    header = lines[0]
+    assert "PSNR (dB, gray, crop 0)" in header and "SSIM (gray, crop 0)" in header
+    assert "Steps to teacher-1dB (hint / no hint)" in header
+    hint_row = next(line for line in lines if "1 hint" in line)
+    plain_row = next(line for line in lines if "| none |" in line)
+    assert "**30.10 ± 0.14**" in hint_row  # mean ± sample std of 30.0, 30.2, bold as the best
+    assert "29.20 ± 0.28" in plain_row and "**29.20" not in plain_row
+    assert "1300 / 3400 (1/2)" in hint_row  # hint mean steps / twin mean over the seed that reached it
+    assert "-0.90 ± 0.14" in hint_row  # Δ PSNR to teacher
+    assert "12.4×" in hint_row and "45k" in hint_row and "| 200 ± 0 |" in hint_row
+    assert "| DnCNN |" in hint_row and "| 25 |" in hint_row
+
+
+def test_columns_choose_and_order(runs):
+    text, *_ = leaderboard(runs, "md", columns=["psnr", "distill"])
+    assert text.splitlines()[0] == "| PSNR (dB, gray, crop 0) | Distillation |"
+    with pytest.raises(ConfigError, match="unknown column"):
+        leaderboard(runs, "md", columns=["nope"])
+
+
+def test_variant_column_separates_other_config_differences(runs):
+    make_results(runs / "hint-lr", seed=0, hints=True, psnr=31.0, lr=1e-2)
+    text, rows, *_ = leaderboard(runs, "md")
+    assert rows == 3 and "Variant" in text.splitlines()[0]
+    assert "lr=0.01" in text
+
+
+def test_latex_booktabs_and_escaping(tmp_path):
+    root = tmp_path / "runs"
+    make_results(root / "a", model="Spiking_DnCNN", hints=True)
+    make_results(root / "b", model="Spiking_DnCNN", hints=False, psnr=28)
+    text, *_ = leaderboard(root, "latex", bold_best=True)
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}"):
+        assert rule in text
+    assert r"Spiking\_DnCNN" in text and "Spiking_DnCNN" not in text
+    assert r"$\sigma$" in text and r"\textbf{30.00}" in text
+    assert latex_escape("50% & #1_x") == r"50\% \& \#1\_x"
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
+def test_latex_compiles(runs, tmp_path):
+    text, *_ = leaderboard(runs, "latex", bold_best=True)
+    doc = tmp_path / "table.tex"
+    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage[utf8]{inputenc}\n"
+                   "\\begin{document}\n" + text + "\\end{document}\n")
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+
+
+def test_csv_is_machine_readable(runs):
+    text, *_ = leaderboard(runs, "csv")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    hint = next(r for r in rows if r["distill"] == "1 hint")
+    assert float(hint["psnr_mean"]) == pytest.approx(30.1) and float(hint["psnr_std"]) == pytest.approx(0.1414, abs=1e-3)
+    assert float(hint["steps"]) == 1300 and float(hint["steps_twin"]) == 3400
+    assert hint["seeds"] == "2"
+
+
+def test_bad_files_are_skipped_with_a_warning(runs, capsys):
+    bad = runs / "broken" / "results.json"
+    bad.parent.mkdir()
+    bad.write_text('{"metrics": {')
+    other = runs / "other" / "results.json"
+    other.parent.mkdir()
+    other.write_text(json.dumps([1, 2]))
+    text, rows, n, skipped = leaderboard(runs, "md")
+    err = capsys.readouterr().err
+    assert str(bad) in err and "invalid JSON" in err and str(other) in err
+    assert (rows, n, skipped) == (2, 4, 2)
+
+
+def test_main_writes_file_atomically_and_summarises(runs, tmp_path, capsys):
+    out = tmp_path / "board" / "table.tex"
+    main([str(runs), "--output", str(out), "--bold-best", "--columns", "model,psnr", "steps"])
+    assert out.read_text().startswith("\\begin{tabular}{lrr}")  # format from the suffix
+    assert f"leaderboard: 2 row(s) from 4 run(s) -> {out} (latex)" in capsys.readouterr().out
+    assert [p.name for p in out.parent.iterdir()] == ["table.tex"]
+
+
+def test_main_stdout_and_errors(runs, tmp_path, capsys):
+    main([str(runs), "--format", "csv"])
+    captured = capsys.readouterr()
+    assert captured.out.startswith("model,teacher,task") and "-> stdout (csv)" in captured.err
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "nowhere")])
+    assert "does not exist" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit):
+        main([str(empty)])
+    assert "no readable results.json" in capsys.readouterr().err
+
+
+def test_progress_bar_for_many_runs(tmp_path, capsys):
+    root = tmp_path / "many"
+    for seed in range(3):
+        make_results(root / f"r{seed}", seed=seed)
+    load_runs(root, progress=True)
+    assert "reading results.json" in capsys.readouterr().err
+
+
+def test_model_alone_runs(tmp_path):
+    path = make_results(tmp_path / "runs" / "teacher", hints=False)
+    data = json.loads(path.read_text())
+    data["metrics"] = {"input": data["metrics"]["input"], "model": {"psnr": 31.5, "ssim": 0.9}}
+    data["params"] = {"model": 556_000}
+    data["energy"] = {"model_uj": 2000.0}
+    data["config"]["model"] = {"class_path": "distill.module.RestorationModule",
+                               "init_args": {"model": {"class_path": "teachers.dncnn.DnCNN"}}}
+    path.write_text(json.dumps(data))
+    text, *_ = leaderboard(tmp_path / "runs", "md")
+    row = text.strip().splitlines()[-1]
+    assert "31.50" in row and "| alone |" in row and "556k" in row and "2000" in row

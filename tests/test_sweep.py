@@ -1,0 +1,285 @@
+"""Sweeps: wandb-format file, engine-driven expansion, local runs with skip/resume, manifest, SLURM array
+through submitit's local executor. Tests marked `real_engine` run against wandb's `sweeps` when importable."""
+import json
+import shutil
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from distill.errors import ConfigError
+from distill.sweep import (EXTRA, SlurmOptions, WandbSweepEngine, build_command, load_engine, load_sweep, main,
+                           read_metric, run_name, run_sweep)
+
+REPO = Path(__file__).resolve().parents[1]
+GRID_FILE = REPO / "recipes" / "sweeps" / "quickstart_grid.yaml"
+HINT = [{"teacher": "body.16", "student": "blocks.3.neuron", "student_signal": "spikes", "time_reduce": "mean",
+         "adapter": "conv1x1", "loss": "mse", "weight": 0.12}]
+
+try:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        import sweeps  # noqa: F401
+    HAVE_SWEEPS = True
+except ImportError:
+    HAVE_SWEEPS = False
+real_engine = pytest.mark.skipif(not HAVE_SWEEPS, reason=f"wandb's sweep engine is not installed ({EXTRA})")
+
+# a stand-in for `spikedistill fit`: records its argv, fails on --fail=true, leaves a last.ckpt on --crash=true
+FAKE_FIT = textwrap.dedent('''
+    import json, sys
+    from pathlib import Path
+    args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
+    root = Path(args["trainer.default_root_dir"])
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "calls.jsonl", "a") as fh:
+        fh.write(json.dumps(sys.argv[1:]) + "\\n")
+    if args.get("fail") == "true":
+        sys.exit(3)
+    if args.get("crash") == "true" and "ckpt_path" not in args:
+        (root / "checkpoints").mkdir(exist_ok=True)
+        (root / "checkpoints" / "last.ckpt").write_text("ckpt")
+        sys.exit(1)
+    (root / "results.json").write_text(json.dumps({"metrics": {"student": {"psnr": float(args.get("x", 0))}}}))
+''')
+
+
+class FakeEngine:
+    """Stands in for wandb's engine: proposes a fixed list, in order, skipping params already proposed."""
+
+    def __init__(self, proposals, problems=()):
+        self.proposals, self.problems, self.calls = proposals, list(problems), []
+
+    def violations(self, config):
+        return self.problems
+
+    def propose(self, config, past, n):
+        self.calls.append((len(past), n))
+        seen = [p.params for p in past]
+        return [p for p in self.proposals if p not in seen][:n]
+
+
+def write_sweep(folder: Path, method="grid", extra="", command='["${interpreter}", "${program}", fit, "${args}"]',
+                params="  x: {values: [1, 2]}\n  fail: {value: false}\n") -> Path:
+    (folder / "fake_fit.py").write_text(FAKE_FIT)
+    path = folder / "toy.yaml"
+    path.write_text(textwrap.dedent(f"""
+        name: toy
+        method: {method}
+        metric: {{name: test/student_psnr, goal: maximize}}
+        program: fake_fit.py
+        command: {command}
+        """) + extra + "parameters:\n" + params)
+    return path
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_load_quickstart_grid():
+    spec = load_sweep(GRID_FILE)
+    assert spec.name == "quickstart_grid" and spec.method == "grid" and spec.program == "spikedistill"
+    assert spec.base_args == ["fit", "--config", "recipes/quickstart.yaml"]
+    assert spec.recipes == ["recipes/quickstart.yaml"] and spec.subcommand == "fit"
+    params = spec.config["parameters"]
+    assert params["model.init_args.hints"]["values"] == [[], HINT]
+    assert params["seed_everything"]["values"] == [0, 1]
+
+
+def test_commands_are_cli_overrides(workdir):
+    spec = load_sweep(GRID_FILE)
+    params = {"model.init_args.hints": HINT, "seed_everything": 1, "trainer.max_steps": 200, "flag": True, "n": None}
+    argv = build_command(spec, params, "runs/sweeps/quickstart_grid/r")
+    assert argv[:3] == [sys.executable, "-m", "distill.cli"]
+    assert argv[3:] == ["fit", "--config", "recipes/quickstart.yaml",
+                        f"--model.init_args.hints={json.dumps(HINT)}",
+                        "--seed_everything=1", "--trainer.max_steps=200", "--flag=true", "--n=null",
+                        "--trainer.default_root_dir=runs/sweeps/quickstart_grid/r"]
+    # deterministic names from the sorted params
+    assert run_name("s", {"b": 1, "a": [1]}) == run_name("s", {"a": [1], "b": 1}) != run_name("s", {"a": [2], "b": 1})
+
+
+def test_dry_run_of_the_grid_prints_four_commands(workdir, capsys):
+    (workdir / "recipes").mkdir()
+    (workdir / "recipes" / "quickstart.yaml").write_text("model: {}\n")
+    proposals = [{"model.init_args.hints": h, "seed_everything": s, "trainer.max_steps": 200}
+                 for h in ([], HINT) for s in (0, 1)]
+    main([str(GRID_FILE), "--dry-run"], engine=FakeEngine(proposals))
+    out = capsys.readouterr().out.splitlines()
+    runs = [line for line in out if line.startswith("[run]")]
+    assert len(runs) == 4 and all("fit --config recipes/quickstart.yaml" in line for line in runs)
+    assert "--trainer.default_root_dir=runs/sweeps/quickstart_grid/quickstart_grid-" in runs[0]
+    assert out[-1].startswith("sweep quickstart_grid: dry run, 4 run(s) planned")
+    assert not (workdir / "runs").exists()
+
+
+def test_missing_recipe_is_named(workdir):
+    with pytest.raises(ConfigError, match="recipes/quickstart.yaml"):
+        run_sweep(GRID_FILE, dry_run=True, engine=FakeEngine([]))
+
+
+def test_local_runs_skip_and_manifest(workdir, capsys):
+    path = write_sweep(workdir)
+    engine = FakeEngine([{"x": 1, "fail": False}, {"x": 2, "fail": False}])
+    main([str(path)], engine=engine)
+    manifest = json.loads((workdir / "runs/sweeps/toy/sweep.json").read_text())
+    assert [r["status"] for r in manifest["runs"]] == ["finished", "finished"]
+    assert [r["metric"] for r in manifest["runs"]] == [1.0, 2.0]
+    assert manifest["runs"][0]["params"] == {"x": 1, "fail": False}
+    assert "sweep toy: 2 run(s): 2 finished; runs in runs/sweeps/toy" in capsys.readouterr().out
+    # a second invocation reuses the manifest and runs nothing again
+    main([str(path)], engine=engine)
+    for run in manifest["runs"]:
+        assert len((workdir / run["dir"] / "calls.jsonl").read_text().splitlines()) == 1
+
+
+def test_failed_and_resumed_runs(workdir, capsys):
+    path = write_sweep(workdir)
+    engine = FakeEngine([{"x": 1, "fail": True}, {"x": 2, "crash": True}])
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(path)], engine=engine)
+    assert exit_info.value.code == 1
+    out = capsys.readouterr().out
+    assert "2 failed" in out and "sweep.log" in out
+    manifest = json.loads((workdir / "runs/sweeps/toy/sweep.json").read_text())
+    crashed = next(r for r in manifest["runs"] if r["params"].get("crash"))
+    assert crashed["returncode"] == 1
+    # the interrupted run resumes from its last.ckpt; the failing one fails again
+    with pytest.raises(SystemExit):
+        main([str(path)], engine=engine)
+    calls = [json.loads(line) for line in (workdir / crashed["dir"] / "calls.jsonl").read_text().splitlines()]
+    assert len(calls) == 2 and not any(a.startswith("--ckpt_path") for a in calls[0])
+    assert calls[1][-1] == f"--ckpt_path={workdir / crashed['dir'] / 'checkpoints' / 'last.ckpt'}"
+    manifest = json.loads((workdir / "runs/sweeps/toy/sweep.json").read_text())
+    assert {r["status"] for r in manifest["runs"]} == {"finished", "failed"}
+    assert "ckpt_path=" in (workdir / crashed["dir"] / "sweep.log").read_text()
+
+
+def test_max_runs_and_random_needs_a_cap(workdir):
+    path = write_sweep(workdir)
+    sweep = run_sweep(path, max_runs=1, engine=FakeEngine([{"x": 1}, {"x": 2}]), progress=False)
+    assert len(sweep.runs) == 1
+    with pytest.raises(ConfigError, match="--max-runs=0"):
+        run_sweep(path, max_runs=0, dry_run=True, engine=FakeEngine([]))
+    random_path = write_sweep(workdir, method="random")
+    with pytest.raises(ConfigError, match="--max-runs"):
+        run_sweep(random_path, dry_run=True, engine=FakeEngine([]))
+
+
+def test_bayes_proposes_one_at_a_time_locally(workdir):
+    path = write_sweep(workdir, method="bayes", extra="run_cap: 2\n")
+    engine = FakeEngine([{"x": 1}, {"x": 2}])
+    sweep = run_sweep(path, engine=engine, progress=False)
+    assert engine.calls == [(0, 1), (1, 1)]  # the second proposal saw the finished first run
+    assert [r.metric for r in sweep.runs] == [1.0, 2.0]
+
+
+def test_bad_files(workdir):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_sweep(workdir / "nope.yaml")
+    bad = workdir / "bad.yaml"
+    for text, match in [("method: [", "not valid YAML"),
+                        ("command: [${program}, fit, ${args}]", r"quote the macros"), ("method: optuna\nparameters: {a: {value: 1}}", "method"),
+                        ("method: grid\nparameters: {}", "parameters"),
+                        ("method: grid\nprogram: spikedistill\nparameters: {a: {value: 1}}", "command"),
+                        ("method: grid\nprogram: spikedistill\ncommand: [\"${program}\", fit, \"${args_json}\"]\n"
+                         "parameters: {a: {value: 1}}", "not supported"),
+                        ("method: grid\nprogram: spikedistill\ncommand: [\"${program}\", energy, \"${args}\"]\n"
+                         "parameters: {a: {value: 1}}", "one of fit")]:
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=match):
+            load_sweep(bad)
+    path = write_sweep(workdir)
+    with pytest.raises(ConfigError, match="not a valid wandb sweep: 'name' is a required property"):
+        run_sweep(path, dry_run=True, engine=FakeEngine([], problems=["'name' is a required property"]))
+
+
+def test_missing_engine_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sweeps", None)
+    with pytest.raises(ConfigError, match=r"pip install 'spikedistill\[sweeps\]'"):
+        load_engine()
+
+
+def test_main_reports_errors(workdir, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sweeps", None)
+    path = write_sweep(workdir)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(path), "--dry-run"])
+    assert exit_info.value.code == 2 and "spikedistill[sweeps]" in capsys.readouterr().err
+
+
+def test_read_metric():
+    results = {"metrics": {"student": {"psnr": 30.5, "ssim": 0.9}, "teacher": {"psnr": 31.0}}}
+    assert read_metric(results, "test/student_psnr") == 30.5
+    assert read_metric(results, "val/psnr") == 30.5
+    assert read_metric(results, "test/teacher_psnr") == 31.0
+    assert read_metric(results, "metrics.student.ssim") == 0.9
+    assert read_metric(results, "nope") is None and read_metric(None, "val/psnr") is None
+
+
+def test_slurm_array_through_submitit_local_executor(workdir, capsys):
+    pytest.importorskip("submitit")
+    path = write_sweep(workdir)
+    engine = FakeEngine([{"x": 1, "fail": False}, {"x": 2, "fail": False}])
+    main([str(path), "--executor", "slurm", "--submitit-cluster", "local", "--wait", "--partition", "debug",
+          "--time", "5", "--cpus-per-task", "1"], engine=engine)
+    manifest = json.loads((workdir / "runs/sweeps/toy/sweep.json").read_text())
+    assert [r["status"] for r in manifest["runs"]] == ["finished", "finished"]
+    assert all(r["job_id"] for r in manifest["runs"])
+    out = capsys.readouterr().out
+    assert "job array" in out and "runs/sweeps/toy/slurm" in out
+    # finished runs are not submitted again
+    sweep = run_sweep(path, executor="slurm", engine=engine, slurm=SlurmOptions(cluster="local", wait=True))
+    assert all(r.status == "finished" for r in sweep.runs)
+
+
+def test_slurm_needs_sbatch(workdir, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    path = write_sweep(workdir)
+    with pytest.raises(ConfigError, match="sbatch"):
+        run_sweep(path, executor="slurm", engine=FakeEngine([{"x": 1}]))
+
+
+# ---- against wandb's own engine -------------------------------------------------------------------
+
+
+@real_engine
+def test_real_engine_expands_the_quickstart_grid(workdir, capsys):
+    (workdir / "recipes").mkdir()
+    (workdir / "recipes" / "quickstart.yaml").write_text("model: {}\n")
+    sweep = run_sweep(GRID_FILE, dry_run=True)
+    params = [r.params for r in sweep.runs]
+    assert len(params) == 4
+    assert sorted((json.dumps(p["model.init_args.hints"]), p["seed_everything"]) for p in params) == \
+        sorted((json.dumps(h), s) for h in ([], HINT) for s in (0, 1))
+    assert all(p["trainer.max_steps"] == 200 and p["trainer.val_check_interval"] == 25 for p in params)
+
+
+@real_engine
+def test_real_engine_random_is_reproducible_and_validates(workdir):
+    params = "  x: {values: [1, 2]}\n  lr: {min: 0.0001, max: 0.1, distribution: log_uniform_values}\n"
+    path = write_sweep(workdir, method="random", params=params)
+    first = [r.params for r in run_sweep(path, dry_run=True, max_runs=3).runs]
+    again = [r.params for r in run_sweep(path, dry_run=True, max_runs=3).runs]
+    assert first == again and len({p["lr"] for p in first}) == 3
+    assert all(1e-4 <= p["lr"] <= 0.1 for p in first)
+    bad = write_sweep(workdir, params="  y: {valuez: [1]}\n")
+    with pytest.raises(ConfigError, match="not a valid wandb sweep"):
+        run_sweep(bad, dry_run=True)
+
+
+@real_engine
+def test_real_engine_local_grid_and_bayes(workdir):
+    path = write_sweep(workdir)
+    sweep = run_sweep(path, progress=False)
+    assert sorted(r.metric for r in sweep.runs) == [1.0, 2.0]
+    bayes = write_sweep(workdir, method="bayes", extra="run_cap: 3\n", params="  x: {min: 0.0, max: 1.0}\n")
+    sweep = run_sweep(bayes, runs_dir="runs/bayes", progress=False)
+    assert len(sweep.runs) == 3 and all(r.status == "finished" for r in sweep.runs)
+    assert isinstance(WandbSweepEngine().violations(sweep.spec.config), list)
