@@ -4,15 +4,17 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from distill.checkpointing import AtomicCheckpointIO
+from distill.prediction import PNGWriter
 
 # extra subcommand -> "module:function" taking argv (imported lazily so `fit` starts fast)
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
@@ -31,9 +33,9 @@ LIGHTNING_COMMANDS = {
 
 
 def default_run_dir(config_paths: list[Any] | None) -> str:
-    """`runs/<recipe name>` for the first recipe given, else `runs/default`."""
+    """`runs/<recipe>`; layered recipes join their names (`runs/quickstart+quickstart_nohint`)."""
     if config_paths:
-        return str(Path("runs") / Path(str(config_paths[0])).stem)
+        return str(Path("runs") / "+".join(Path(str(p)).stem for p in config_paths))
     return str(Path("runs") / "default")
 
 
@@ -52,6 +54,8 @@ class SpikeDistillCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if not config.trainer.default_root_dir:
             config.trainer.default_root_dir = default_run_dir(config.get("config"))
+        if self.subcommand == "predict" and config.get("return_predictions") is None:
+            config.return_predictions = False  # images are written by PNGWriter, not kept in memory
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         """Add the defaults a run needs unless the recipe set its own: CSV + offline wandb loggers,
@@ -72,6 +76,8 @@ class SpikeDistillCLI(LightningCLI):
             ]
         if not config.get("plugins"):
             config["plugins"] = [AtomicCheckpointIO()]
+        if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in user_callbacks):
+            callbacks = list(callbacks) + [PNGWriter()]
         return super()._instantiate_trainer(config, callbacks)
 
     def after_instantiate_classes(self) -> None:
@@ -121,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     """Dispatch to an extra subcommand or to LightningCLI."""
     words = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("WANDB_MODE", "offline")
+    # the frozen teacher is in eval mode on purpose
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     if not words or words[0] in ("-h", "--help"):
         print_help()
         return

@@ -19,7 +19,10 @@ from distill.errors import ConfigError, TrainingError
 from distill.losses import RestorationLoss
 from distill.metrics import RestorationMetrics
 from distill.modeling import count_parameters, run_model
+from distill.plots import log_figures_to_loggers, run_figures
+from distill.prediction import save_png
 from distill.results import run_metadata, write_results
+from students.probes import firing_rates, overall_firing_rate, probing
 
 
 class RestorationBase(L.LightningModule):
@@ -50,6 +53,9 @@ class RestorationBase(L.LightningModule):
         self.run_config: dict[str, Any] | None = None
         self._batch_started: float | None = None
         self._energy_batch: dict[str, Tensor] | None = None
+        self.firing_rates: dict[str, float] = {}
+        self.mean_firing_rate: float | None = None
+        self._samples: tuple[list[str], dict[str, Tensor]] | None = None
         self.val_scores: dict[str, dict[str, float]] = {}
         self.test_scores: dict[str, dict[str, float]] = {}
 
@@ -125,17 +131,22 @@ class RestorationBase(L.LightningModule):
         """Images scored per role: the degraded input and the network's prediction."""
         return {"input": batch["input"], self.network_role: self(batch["input"], batch["sigma"])}
 
-    def _evaluate(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def _evaluate(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
         if batch_idx == 0:
             self._energy_batch = {k: v[:1] for k, v in batch.items() if isinstance(v, Tensor)}
-        for role, image in self.evaluation_outputs(batch).items():
-            self.scores[role].update(image.clamp(0, 1), batch["target"])
+        outputs = {role: image.clamp(0, 1) for role, image in self.evaluation_outputs(batch).items()}
+        for role, image in outputs.items():
+            self.scores[role].update(image, batch["target"])
+        return outputs
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, batch_idx)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx)
+        outputs = self._evaluate(batch, batch_idx)
+        if batch_idx == 0:  # a few restored images for the visual grid
+            keep = min(2, batch["target"].shape[0])
+            self._samples = (batch["name"][:keep], outputs | {"target": batch["target"]})
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """Restore `batch["input"]`, in overlapping tiles when the datamodule sets `tile_size`."""
@@ -165,7 +176,7 @@ class RestorationBase(L.LightningModule):
         self.tracker.update(self.global_step, scores[self.network_role]["psnr"], self.reference_psnr())
         self.measure_energy()
         for name, value in self.energy_summary().items():
-            if isinstance(value, (int, float)) and value is not None:
+            if value is not None:
                 self.log(f"energy/{name}", float(value))
 
     def on_test_epoch_end(self) -> None:
@@ -186,11 +197,18 @@ class RestorationBase(L.LightningModule):
             if role in self.energy_reports and role == "teacher":
                 continue  # a frozen teacher's counts never change
             kwargs = {"sigma": sigma} if getattr(model, "needs_sigma", False) else None
-            self.energy_reports[role] = measure_energy(model, x, self.energy_constants, model_kwargs=kwargs)
+            with probing(model):
+                self.energy_reports[role] = measure_energy(model, x, self.energy_constants, model_kwargs=kwargs)
+            if role == self.network_role:
+                self.firing_rates = firing_rates(model)
+                self.mean_firing_rate = overall_firing_rate(model) if self.firing_rates else None
 
     def energy_summary(self) -> dict[str, Any]:
         """Energy per image (µJ) of each network and, with a teacher, teacher/student ratio."""
-        return {f"{role}_uj": report.energy_uj for role, report in self.energy_reports.items()}
+        summary: dict[str, Any] = {f"{role}_uj": r.energy_uj for role, r in self.energy_reports.items()}
+        if self.firing_rates:
+            summary["mean_firing_rate"] = self.mean_firing_rate
+        return summary
 
     # ---- checkpoints and results ------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -217,6 +235,7 @@ class RestorationBase(L.LightningModule):
                 **{role: report.to_dict() for role, report in reports.items()},
                 **self.energy_summary(),
             },
+            "firing_rates": self.firing_rates,
             "convergence": {
                 "targets": self.tracker.summary(self.reference_psnr()),
                 "history": self.tracker.history,
@@ -230,7 +249,19 @@ class RestorationBase(L.LightningModule):
         run_dir = Path(self.trainer.default_root_dir)
         for role, report in self.energy_reports.items():
             report.write_csv(run_dir / f"energy_{role}.csv")
-        write_results(run_dir / "results.json", self.results())
+        self.write_samples(run_dir / "samples")
+        results = self.results()
+        write_results(run_dir / "results.json", results)
+        log_figures_to_loggers(self.trainer, run_figures(results, run_dir, run_dir.name), step=self.global_step)
+
+    def write_samples(self, folder: Path) -> None:
+        """`<name>_<role>.png` for the first test images: degraded input, outputs, clean target."""
+        if self._samples is None:
+            return
+        names, images = self._samples
+        for i, name in enumerate(names):
+            for role, image in images.items():
+                save_png(image[i], folder / f"{Path(name).stem}_{role}.png")
 
 
 class RestorationModule(RestorationBase):
