@@ -13,7 +13,7 @@ from distill.energy import energy_ratio
 from distill.errors import CheckpointError, ConfigError
 from distill.hints import Hint, HintSet
 from distill.losses import RestorationLoss, pixel_loss
-from distill.modeling import count_parameters, run_model
+from distill.modeling import count_parameters, network_args_to_ignore, run_model
 from distill.module import RestorationBase
 from distill.schedules import WeightSchedule, scheduled
 
@@ -69,7 +69,7 @@ class DistillationModule(RestorationBase):
         example_size: int = 64,
     ) -> None:
         super().__init__(restoration_loss, optimizer, scheduler, y_channel, crop_border, convergence, energy)
-        self.save_hyperparameters(ignore=["teacher", "student"])
+        self.save_hyperparameters(ignore=network_args_to_ignore("teacher", "student"))
         self.teacher = teacher.eval().requires_grad_(False)
         self.student = student
         self.output_distillation = output_distillation

@@ -18,7 +18,7 @@ from distill.energy import EnergyReport, measure_energy, resolve_constants
 from distill.errors import ConfigError, TrainingError
 from distill.losses import RestorationLoss
 from distill.metrics import RestorationMetrics
-from distill.modeling import count_parameters, run_model
+from distill.modeling import count_parameters, network_args_to_ignore, run_model
 from distill.plots import log_figures_to_loggers, run_figures
 from distill.prediction import save_png
 from distill.results import run_metadata, write_results
@@ -279,7 +279,7 @@ class RestorationModule(RestorationBase):
         energy: str | dict[str, float] = "45nm-fp32",
     ) -> None:
         super().__init__(restoration_loss, optimizer, scheduler, y_channel, crop_border, convergence, energy)
-        self.save_hyperparameters(ignore=["model"])
+        self.save_hyperparameters(ignore=network_args_to_ignore("model"))
         self.model = model
 
     @property
