@@ -14,6 +14,7 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps "sweeps>=0.3"  # wandb's sweep engine; see pyproject's sweeps extra
 	touch $(STAMP)
 
 install: $(STAMP)
