@@ -21,32 +21,41 @@ class ConvergenceTargets:
 
 
 class ConvergenceTracker:
-    """Validation history plus the first (step, seconds) at which each target was reached; checkpointable."""
+    """Validation history (step, training seconds, PSNR) and the teacher's PSNR; checkpointable.
+
+    When each target was first reached is derived from the history, so it stays right after a resume,
+    a change of targets, or a teacher PSNR that arrives late.
+    """
 
     def __init__(self, targets: ConvergenceTargets) -> None:
         self.targets = targets
         self.history: list[dict[str, float]] = []
-        self.reached: dict[str, dict[str, float]] = {}
+        self.reference_psnr: float | None = None
         self.train_seconds = 0.0
 
     def update(self, step: int, psnr: float, teacher_psnr: float | None) -> None:
         """Record one validation result at optimizer step `step`."""
         self.history.append({"step": step, "seconds": round(self.train_seconds, 3), "psnr": psnr})
-        for label, target in self.targets.resolve(teacher_psnr).items():
-            if label not in self.reached and psnr >= target:
-                self.reached[label] = {"target_db": target, "step": step, "seconds": round(self.train_seconds, 3)}
+        if teacher_psnr is not None:
+            self.reference_psnr = teacher_psnr
 
-    def summary(self, teacher_psnr: float | None) -> dict[str, Any]:
-        """JSON-ready: every target with the step/seconds it was reached at (None if never)."""
-        return {
-            label: self.reached.get(label, {"target_db": target, "step": None, "seconds": None})
-            for label, target in self.targets.resolve(teacher_psnr).items()
-        } | {label: value for label, value in self.reached.items()}
+    def summary(self, teacher_psnr: float | None = None) -> dict[str, Any]:
+        """Every target with the first step/seconds it was reached at (None if never), JSON-ready."""
+        reference = teacher_psnr if teacher_psnr is not None else self.reference_psnr
+        summary = {}
+        for label, target in self.targets.resolve(reference).items():
+            first = next((h for h in self.history if h["psnr"] >= target), None)
+            summary[label] = {
+                "target_db": target,
+                "step": first["step"] if first else None,
+                "seconds": first["seconds"] if first else None,
+            }
+        return summary
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "reached": self.reached, "train_seconds": self.train_seconds}
+        return {"history": self.history, "reference_psnr": self.reference_psnr, "train_seconds": self.train_seconds}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = list(state["history"])
-        self.reached = dict(state["reached"])
+        self.reference_psnr = state.get("reference_psnr")
         self.train_seconds = float(state["train_seconds"])

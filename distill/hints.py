@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from distill.errors import ConfigError
 from distill.modeling import run_model
+from students.engine import is_recomputing
 from distill.schedules import WeightSchedule, scheduled
 
 Signal = Literal["spikes", "membrane", "current"]
@@ -56,8 +57,8 @@ class Hint:
         ):
             if value not in allowed:
                 raise ConfigError(f"hint {field}={value!r} is not one of {list(allowed)}")
-        if self.weight < 0:
-            raise ConfigError(f"hint weight={self.weight} must be >= 0")
+        if isinstance(self.weight, bool) or not isinstance(self.weight, (int, float)) or self.weight < 0:
+            raise ConfigError(f"hint weight={self.weight!r} must be a number >= 0")
 
     @property
     def label(self) -> str:
@@ -81,7 +82,12 @@ def resolve_module(model: nn.Module, path: str, role: str) -> nn.Module:
 
 
 class FeatureTap:
-    """Captures one signal of one module through a forward hook while attached."""
+    """Captures one signal of one module through a forward hook while attached.
+
+    With time-chunked students (`checkpoint_segments`) the hook fires once per chunk: chunks are joined
+    along time, recompute passes inside backward are ignored, and the membrane is read after the whole
+    forward (the engine joins it).
+    """
 
     def __init__(self, module: nn.Module, signal: Signal, path: str) -> None:
         if signal == "membrane" and not hasattr(module, "record_membrane"):
@@ -90,20 +96,17 @@ class FeatureTap:
                 "point the hint at a neuron module or use 'spikes' / 'current'"
             )
         self.module, self.signal, self.path = module, signal, path
-        self.value: Tensor | None = None
+        self.parts: list[Tensor] = []
 
     def _hook(self, module: nn.Module, args: tuple, output: Tensor) -> None:
-        if self.signal == "spikes":
-            self.value = output
-        elif self.signal == "current":
-            self.value = args[0]
-        else:
-            self.value = module.membrane
+        if is_recomputing():
+            return
+        self.parts.append(args[0] if self.signal == "current" else output)
 
     @contextmanager
     def attached(self) -> Iterator["FeatureTap"]:
         """Register the hook (and membrane recording) for the duration of the block."""
-        self.value = None
+        self.parts = []
         handle = self.module.register_forward_hook(self._hook)
         previous = getattr(self.module, "record_membrane", None)
         if self.signal == "membrane":
@@ -117,10 +120,13 @@ class FeatureTap:
 
     def take(self) -> Tensor:
         """The captured tensor; an error naming the module if its forward never ran."""
-        if self.value is None:
+        if not self.parts:
             raise RuntimeError(f"hint module {self.path!r} did not run in the forward pass")
-        value, self.value = self.value, None
-        return value
+        parts, self.parts = self.parts, []
+        if self.signal == "membrane":
+            membrane, self.module.membrane = self.module.membrane, None  # do not keep the graph alive
+            return membrane
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
 
 
 def time_major(feature: Tensor, timesteps: int, batch: int) -> Tensor:
@@ -215,7 +221,6 @@ class HintSet(nn.Module):
     def __init__(self, hints: list[Hint], teacher: nn.Module, student: nn.Module, example: Tensor) -> None:
         super().__init__()
         self.hints = list(hints)
-        self.teacher_paths = [h.teacher for h in self.hints]
         for hint in self.hints:
             resolve_module(teacher, hint.teacher, "teacher")
             resolve_module(student, hint.student, "student")
@@ -229,7 +234,7 @@ class HintSet(nn.Module):
 
     def dry_run(self, teacher: nn.Module, student: nn.Module, example: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """Run both models once on `example` to learn every hint's feature shapes."""
-        states = [(m, m.training) for m in (teacher, student)]
+        states = [(m, m.training) for model in (teacher, student) for m in model.modules()]
         try:
             teacher.eval(), student.eval()
             sigma = example.new_zeros(example.shape[0])
@@ -241,7 +246,7 @@ class HintSet(nn.Module):
             return [t.take() for t in s_taps], [t.take() for t in t_taps]
         finally:
             for module, mode in states:
-                module.train(mode)
+                module.training = mode
 
     @contextmanager
     def capture(self, model: nn.Module, role: Literal["teacher", "student"]) -> Iterator[list[FeatureTap]]:

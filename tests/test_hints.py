@@ -162,3 +162,23 @@ def test_bad_hint_fields_named(field, value):
     with pytest.raises(ConfigError) as err:
         Hint(teacher="a", student="b", **{field: value})
     assert value in str(err.value) and field in str(err.value)
+
+
+@pytest.mark.parametrize("signal", ["spikes", "membrane", "current"])
+def test_capture_joins_time_chunks_and_ignores_recompute(signal):
+    from students.spiking_dncnn import SpikingDnCNN
+
+    torch.manual_seed(0)
+    whole = SpikingDnCNN(features=6, depth=4, timesteps=4)
+    chunked = SpikingDnCNN(features=6, depth=4, timesteps=4, checkpoint_segments=2)
+    chunked.load_state_dict(whole.state_dict())
+    whole.eval(), chunked.eval()  # in training mode BN would see per-chunk statistics (documented)
+    teacher, x = ToyTeacher(), torch.rand(2, 1, 8, 8)
+    captured = []
+    for student in (whole, chunked):
+        hints = HintSet([Hint(teacher="body.1", student="blocks.0.neuron", student_signal=signal)], teacher, student, x)
+        with hints.capture(student, "student") as taps:
+            student(x).sum().backward()  # backward recomputes chunks; the tap must not see those calls
+        captured.append(taps[0].take())
+    assert captured[0].shape == (4, 2, 6, 8, 8)
+    assert torch.allclose(captured[0], captured[1], atol=1e-6)
