@@ -84,6 +84,7 @@ import torch
 from torch import nn
 
 from distill.errors import ConfigError
+from distill.formatting import si
 from distill.io import atomic_path
 
 __all__ = [
@@ -287,10 +288,10 @@ class EnergyReport:
                 rate = "analog"
             else:
                 rate = f"{100.0 * r.input_rate:.2f}%"
-            line = [r.layer, _shape_str(r.output_shape), _si(r.macs) if r.kind != "neuron" else "-", rate,
-                    _si(r.acs) if r.kind == "spike" else "-"]
+            line = [r.layer, _shape_str(r.output_shape), si(r.macs) if r.kind != "neuron" else "-", rate,
+                    si(r.acs) if r.kind == "spike" else "-"]
             if show_updates:
-                line.append(_si(r.neuron_updates) if r.neuron_updates else "-")
+                line.append(si(r.neuron_updates) if r.neuron_updates else "-")
             line.append(_energy_str(r.energy_pj))
             body.append(line)
         widths = [max(len(str(c)) for c in col) for col in zip(header, *body)]
@@ -304,11 +305,11 @@ class EnergyReport:
         title = self.model or "model"
         if self.spiking:
             title += f", spiking, T={self.timesteps}" if self.timesteps is not None else ", spiking"
-        totals = f"total per image ({title}; {self.images} image(s) measured): MACs {_si(self.macs)}"
+        totals = f"total per image ({title}; {self.images} image(s) measured): MACs {si(self.macs)}"
         if self.spiking:
-            totals += f" (dense {_si(self.dense_macs)}), ACs {_si(self.acs)}"
+            totals += f" (dense {si(self.dense_macs)}), ACs {si(self.acs)}"
         if show_updates:
-            totals += f", neuron updates {_si(self.neuron_updates)}"
+            totals += f", neuron updates {si(self.neuron_updates)}"
         totals += f", energy {_energy_str(self.energy_pj)} ({self.energy_uj:.6g} uJ)"
         lines += [totals, f"constants: {self.constants.describe()}"]
         return "\n".join(lines)
@@ -326,10 +327,10 @@ def format_comparison(teacher: EnergyReport, student: EnergyReport) -> str:
     ratio = energy_ratio(teacher, student)
     lines = ["== Teacher ==", teacher.format_table(), "", "== Student ==", student.format_table(), "",
              "== Per image =="]
-    lines.append(f"teacher: {_si(teacher.macs)} MACs, energy {_energy_str(teacher.energy_pj)}")
-    stu = f"student: {_si(student.macs)} MACs + {_si(student.acs)} ACs"
+    lines.append(f"teacher: {si(teacher.macs)} MACs, energy {_energy_str(teacher.energy_pj)}")
+    stu = f"student: {si(student.macs)} MACs + {si(student.acs)} ACs"
     if student.neuron_updates:
-        stu += f" + {_si(student.neuron_updates)} neuron updates"
+        stu += f" + {si(student.neuron_updates)} neuron updates"
     lines.append(stu + f", energy {_energy_str(student.energy_pj)}")
     lines.append(f"energy ratio (teacher / student): {ratio:.3g}x")
     if teacher.constants == student.constants:
@@ -741,14 +742,6 @@ def _num(v):
 
 def _shape_str(shape) -> str:
     return "x".join(str(s) for s in shape) if shape else "-"
-
-
-def _si(n: float) -> str:
-    n = float(n)
-    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= div:
-            return f"{n / div:.3f}{suffix}"
-    return f"{n:.0f}" if n.is_integer() else f"{n:.2f}"
 
 
 def _energy_str(pj: float) -> str:

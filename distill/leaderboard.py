@@ -25,13 +25,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from distill.errors import ConfigError, SpikeDistillError
+from distill.formatting import si
 from distill.io import atomic_write_text
+from distill.results import RESULTS_NAME
 
-RESULTS_NAME = "results.json"
 
 #: config keys (dotted, prefixes) that do not define a setting: seeds are aggregated, the rest is bookkeeping
 IGNORED_KEYS = (
     "seed_everything",
+    "data.init_args.seed",  # seeds of the data (crops, evaluation noise) aggregate like the global seed
     "config",
     "ckpt_path",
     "trainer.default_root_dir",
@@ -287,13 +289,6 @@ def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), statistics.stdev(values)
 
 
-def si(value: float) -> str:
-    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= factor:
-            return f"{value / factor:.3g}{suffix}"
-    return f"{value:.3g}"
-
-
 @dataclass
 class Cell:
     """One table cell: display text, its sortable value (mean) and CSV fields."""
@@ -352,11 +347,13 @@ def _steps_cell(group: Group, target: str) -> Cell:
 
     own_text, own = steps(group)
     csv_fields: dict[str, Any] = {"steps": "" if own is None else round(own, 1), "steps_twin": ""}
+    # a mean over only the seeds that got there is shown, but never ranked as the best
+    rank = own if own is not None and len(group.values(lambda r: r.steps_to(target))) == len(group.runs) else None
     if group.twin is None:
-        return Cell(own_text, own, csv_fields)
+        return Cell(own_text, rank, csv_fields)
     twin_text, twin = steps(group.twin)
     csv_fields["steps_twin"] = "" if twin is None else round(twin, 1)
-    return Cell(f"{own_text} / {twin_text}", own, csv_fields)
+    return Cell(f"{own_text} / {twin_text}", rank, csv_fields)
 
 
 @dataclass

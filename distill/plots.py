@@ -30,6 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
 from distill.errors import ConfigError, SpikeDistillError
+from distill.formatting import slug
 from distill.io import atomic_path
 from distill.leaderboard import Group, Run, group_runs, load_runs
 
@@ -38,10 +39,6 @@ SAMPLE_TITLES = {"input": "degraded", "teacher": "teacher", "student": "student"
 KIND_COLORS = {"analog": "#d62728", "spike": "#1f77b4", "neuron": "#7f7f7f"}
 KIND_LABELS = {"analog": "MACs (analog input)", "spike": "ACs (spike input)", "neuron": "neuron updates"}
 MAX_SAMPLE_ROWS = 3
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "-", str(text)).strip("-.") or "run"
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -70,12 +67,10 @@ def figure_to_array(fig: Figure) -> np.ndarray:
 
 
 def teacher_val_psnr(run: Run) -> tuple[float | None, str]:
-    """The teacher's validation PSNR from a ``teacher-<d>dB`` target (``target_db + d``), else its test PSNR."""
-    targets = (run.data.get("convergence") or {}).get("targets") or {}
-    for label, info in targets.items():
-        m = re.fullmatch(r"teacher-([0-9.]+)dB", str(label))
-        if m and isinstance(info, dict) and isinstance(info.get("target_db"), (int, float)):
-            return float(info["target_db"]) + float(m.group(1)), "teacher (val)"
+    """The teacher's validation PSNR (``convergence.reference_psnr``), else its test PSNR."""
+    reference = (run.data.get("convergence") or {}).get("reference_psnr")
+    if isinstance(reference, (int, float)):
+        return float(reference), "teacher (val)"
     return run.metric("teacher", "psnr"), "teacher (test)"
 
 

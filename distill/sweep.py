@@ -47,11 +47,12 @@ from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
 
 from distill.errors import ConfigError, SpikeDistillError
+from distill.formatting import slug
 from distill.io import atomic_write_json
+from distill.results import RESULTS_NAME
 
 EXTRA = "pip install 'spikedistill[sweeps]'"
 MANIFEST_NAME = "sweep.json"
-RESULTS_NAME = "results.json"
 METHODS = ("grid", "random", "bayes")
 GRID_LIMIT = 10_000  # grid points proposed at most (guards against an accidental huge grid)
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -186,10 +187,6 @@ class SweepSpec:
         return cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else None
 
 
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "sweep"
-
-
 def load_sweep(path: str | os.PathLike) -> SweepSpec:
     """Read and check a wandb-format sweep file (not the parameters: the engine validates those)."""
     import yaml
@@ -231,7 +228,7 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
     if "${program}" not in command or not any(t in ARG_MACROS for t in command):
         raise ConfigError(f"sweep file {str(file)!r}: `command` needs ${{program}} and ${{args}}, e.g. {example}")
     digest = hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
-    spec = SweepSpec(file, _safe_name(str(config.get("name") or file.stem)), config, program, command, method, digest)
+    spec = SweepSpec(file, slug(str(config.get("name") or file.stem), fallback="sweep"), config, program, command, method, digest)
     if program == "spikedistill" and spec.subcommand not in LIGHTNING_COMMANDS:
         raise ConfigError(f"sweep file {str(file)!r}: the command must run one of {', '.join(LIGHTNING_COMMANDS)} "
                           f"(got {spec.subcommand!r}), e.g. {example}")
@@ -315,9 +312,17 @@ def read_metric(results: dict[str, Any] | None, name: str | None) -> float | Non
     if value is None:
         metrics = results.get("metrics") or {}
         role_default = "student" if "student" in metrics else "model"
-        m = re.fullmatch(r"(?:val|test)/(?:(\w+)_)?(psnr|ssim)", name)
-        if m:
-            value = (metrics.get(m.group(1) or role_default) or {}).get(m.group(2))
+        m = re.fullmatch(r"(val|test)/(?:(\w+)_)?(psnr|ssim)", name)
+        if m and m.group(1) == "test":
+            value = (metrics.get(m.group(2) or role_default) or {}).get(m.group(3))
+        elif m and m.group(3) == "psnr" and m.group(2) in (None, role_default):
+            history = (results.get("convergence") or {}).get("history") or []
+            value = history[-1]["psnr"] if history else None  # the last validation, as wandb would see
+        else:
+            raise ConfigError(
+                f"sweep metric {name!r} is not in results.json; use a dotted path such as metrics.student.psnr, "
+                f"test/<role>_psnr|ssim, or val/psnr (the trained network's last validation PSNR)"
+            )
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
@@ -338,7 +343,8 @@ class SweepRunInfo:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "dir": self.run_dir, "params": self.params, "status": self.status,
                 "returncode": self.returncode, "metric": self.metric, "job_id": self.job_id,
-                "seconds": self.seconds, "resumed_from": self.resumed_from, "command": self.command}
+                "seconds": self.seconds, "resumed_from": self.resumed_from, "command": self.command,
+                "error": self.extra.get("error")}
 
 
 def refresh(run: SweepRunInfo, metric_name: str | None) -> SweepRunInfo:

@@ -48,7 +48,7 @@ def make_results(run_dir: Path, *, seed: int = 0, hints: bool = True, psnr: floa
                    "teacher": {"model": "DnCNN", "spiking": False, "layers": layers[:1]}},
         "convergence": {"targets": {"teacher-1dB": {"target_db": teacher_psnr - 1, "step": steps,
                                                     "seconds": None if steps is None else steps / 100}},
-                        "history": history, "train_seconds": 20.0},
+                        "history": history, "train_seconds": 20.0, "reference_psnr": teacher_psnr + 0.2},
         "teacher_source": None,
         "hints": hint_list,
         "versions": {"python": "3.11"},

@@ -56,16 +56,16 @@ def test_convergence_hint_over_twin_with_teacher_line(runs):
     ax_step, ax_time = fig.axes
     labels = [line.get_label() for line in ax_step.lines if not line.get_label().startswith("_")]
     assert labels[0] == "none (1 seed)" and labels[1] == "1 hint (2 seeds)"  # twin first, hint drawn over it
-    assert labels[2] == "teacher (val) 31.00 dB"
+    assert labels[2] == "teacher (val) 31.20 dB"
     assert len(ax_step.lines) == 4 and len(ax_time.lines) == 4  # 3 runs + teacher line
     xs = ax_time.lines[0].get_xdata()
     assert list(xs) == [0, 4, 8, 12, 16, 20]  # seconds from the history
 
 
-def test_teacher_psnr_from_targets_or_test(runs):
+def test_teacher_psnr_from_validation_or_test(runs):
     run = load_runs(runs)[0][0]
-    assert teacher_val_psnr(run) == (31.0, "teacher (val)")
-    run.data["convergence"]["targets"] = {}
+    assert teacher_val_psnr(run) == (31.2, "teacher (val)")
+    del run.data["convergence"]["reference_psnr"]
     assert teacher_val_psnr(run) == (31.0, "teacher (test)")
 
 

@@ -215,12 +215,16 @@ def test_main_reports_errors(workdir, capsys, monkeypatch):
 
 
 def test_read_metric():
-    results = {"metrics": {"student": {"psnr": 30.5, "ssim": 0.9}, "teacher": {"psnr": 31.0}}}
+    results = {"metrics": {"student": {"psnr": 30.5, "ssim": 0.9}, "teacher": {"psnr": 31.0}},
+               "convergence": {"history": [{"step": 10, "psnr": 28.0}, {"step": 20, "psnr": 29.5}]}}
     assert read_metric(results, "test/student_psnr") == 30.5
-    assert read_metric(results, "val/psnr") == 30.5
+    assert read_metric(results, "val/psnr") == 29.5  # validation, never the test scores
+    assert read_metric(results, "val/student_psnr") == 29.5
     assert read_metric(results, "test/teacher_psnr") == 31.0
     assert read_metric(results, "metrics.student.ssim") == 0.9
-    assert read_metric(results, "nope") is None and read_metric(None, "val/psnr") is None
+    assert read_metric(None, "val/psnr") is None
+    with pytest.raises(ConfigError, match="'nope' is not in results.json"):
+        read_metric(results, "nope")
 
 
 def test_slurm_array_through_submitit_local_executor(workdir, capsys):
