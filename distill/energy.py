@@ -150,6 +150,14 @@ PRESETS: dict[str, EnergyConstants] = {
 }
 DEFAULT_PRESET = "45nm-fp32"
 
+#: the counting rule, written into every report so a cited number says how it was counted
+ACCOUNTING = (
+    "MACs from FlopCounterMode (flops/2, attention included); a layer whose input is spikes costs "
+    "MACs x (fraction of non-zero inputs) accumulates, a graded spike (e.g. multi-threshold) one AC per synapse; "
+    "analog inputs cost MACs; elementwise work (norms, residual adds, neuron dynamics) is not counted unless "
+    "neuron updates are requested"
+)
+
 _CONSTANT_KEYS = ("e_mac_pj", "e_ac_pj", "e_neuron_pj", "name")
 
 
@@ -258,6 +266,7 @@ class EnergyReport:
                           "acs": _num(self.acs), "neuron_updates": _num(self.neuron_updates),
                           "energy_pj": self.energy_pj, "energy_uj": self.energy_uj},
             "constants": self.constants.to_dict(),
+            "accounting": ACCOUNTING,
             "layers": self.to_rows(),
         }
 

@@ -59,8 +59,8 @@ class RestorationLoss(nn.Module):
         super().__init__()
         self.weights = {"l1": l1, "mse": mse, "charbonnier": charbonnier, "ssim": ssim, "fft": fft}
         for name, weight in self.weights.items():
-            if weight < 0:
-                raise ConfigError(f"loss weight {name}={weight} must be >= 0")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+                raise ConfigError(f"loss weight {name}={weight!r} must be a number >= 0")
         if not any(self.weights.values()):
             raise ConfigError("RestorationLoss needs at least one positive weight among " f"{sorted(self.weights)}")
         self.schedules = dict(schedules or {})

@@ -22,22 +22,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from distill.errors import ConfigError, DataError
+from distill.data.images import list_images, read_image
 from distill.io import atomic_path
 from distill.tiling import check_tiling
 
 __all__ = ["ImageFolderDataset", "ImageFolderDataModule", "PNGWriter", "save_png"]
-
-
-def _images(folder: str | os.PathLike) -> list[Path]:
-    from distill.data.images import list_images
-
-    return list_images(folder)
-
-
-def _read(path: Path, channels: int) -> Tensor:
-    from distill.data.images import read_image
-
-    return read_image(path, channels)
 
 
 class ImageFolderDataset(Dataset):
@@ -48,7 +37,7 @@ class ImageFolderDataset(Dataset):
 
     def __init__(self, folder: str | os.PathLike, channels: int = 3, sigma: float = 0.0) -> None:
         self.folder = Path(folder)
-        self.files = _images(folder)
+        self.files = list_images(folder)
         self.channels = channels
         self.sigma = float(sigma) / 255.0
         names: dict[str, Path] = {}
@@ -78,7 +67,7 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.files[index]
-        image = _read(path, self.channels)
+        image = read_image(path, self.channels)
         return {"input": image, "target": image, "sigma": torch.tensor(self.sigma, dtype=torch.float32),
                 "name": path.stem}
 

@@ -112,7 +112,7 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, Any], Path]:
     file = resolve_checkpoint(path)
     obj = _torch_load(file)
     if isinstance(obj, Mapping):
-        for key in ("state_dict", "params", "params_ema", "model_state_dict"):
+        for key in ("state_dict", "params_ema", "params", "model_state_dict"):  # BasicSR tests with EMA
             inner = obj.get(key)
             if isinstance(inner, Mapping):
                 obj = inner

@@ -302,3 +302,13 @@ def test_real_lightning_checkpoint(tmp_path: Path) -> None:
     trainer.save_checkpoint(path)
     dst = FFDNet(in_channels=1, features=4, depth=3, checkpoint=str(path))
     assert torch.equal(outputs(dst, X), outputs(module.model, X))
+
+
+def test_basicsr_checkpoint_prefers_ema_weights(tmp_path: Path) -> None:
+    ema, plain = DnCNN(features=8, depth=3), DnCNN(features=8, depth=3)
+    path = tmp_path / "net_g.pth"
+    torch.save({"params": plain.state_dict(), "params_ema": ema.state_dict()}, path)
+    model = DnCNN(features=8, depth=3)
+    load_weights(model, path)
+    for key, value in ema.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
