@@ -138,6 +138,11 @@ def time_major(feature: Tensor, timesteps: int, batch: int) -> Tensor:
     return feature.unsqueeze(0)
 
 
+def teacher_feature(feature: Tensor) -> Tensor:
+    """A teacher feature as `[B, ...]`: ANN twins of students run time-major with T = 1."""
+    return feature.mean(0) if feature.dim() == 5 else feature
+
+
 def build_adapter(kind: AdapterKind, student_channels: int, teacher_channels: int) -> nn.Module:
     """The small module that maps student channels to teacher channels."""
     if kind == "identity":
@@ -230,7 +235,7 @@ class HintSet(nn.Module):
         s_feats, t_feats = self.dry_run(teacher, student, example)
         timesteps = getattr(student, "timesteps", 1)
         for hint, s, t in zip(self.hints, s_feats, t_feats):
-            self.heads.append(HintHead(hint, time_major(s, timesteps, example.shape[0]).shape, t.shape))
+            self.heads.append(HintHead(hint, time_major(s, timesteps, example.shape[0]).shape, teacher_feature(t).shape))
 
     def dry_run(self, teacher: nn.Module, student: nn.Module, example: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """Run both models once on `example` to learn every hint's feature shapes."""
@@ -271,6 +276,7 @@ class HintSet(nn.Module):
         losses = []
         total = None
         for head, s, t in zip(self.heads, student_feats, teacher_feats):
+            t = teacher_feature(t)
             loss = head(time_major(s, timesteps, t.shape[0]), t)
             losses.append(loss)
             weighted = scheduled(head.hint.weight, head.hint.schedule, step) * loss

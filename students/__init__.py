@@ -2,7 +2,7 @@
 
 Tensors inside a student are ``[T, B, ...]``; models map ``[B, C, H, W] -> [B, C, H, W]``.
 """
-from .conversion import convert_unet
+from .conversion import ConvertedSpikingUNet, convert_unet
 from .encoding import InputLayer, decode, rate_encode
 from .engine import TimeDistributed, is_recomputing, run_over_time
 from .esdnet import ESDNet
@@ -19,5 +19,5 @@ __all__ = [
     "TimeDistributed", "run_over_time", "is_recomputing",
     "InputLayer", "rate_encode", "decode",
     "probing", "reset_probes", "firing_rates", "spike_counts", "timestep_firing_rates",
-    "SpikingDnCNN", "SpikingUNet", "ESDNet", "SpikerIR", "convert_unet",
+    "SpikingDnCNN", "SpikingUNet", "ESDNet", "SpikerIR", "convert_unet", "ConvertedSpikingUNet",
 ]

@@ -15,11 +15,23 @@ Data-based, connection-wise weight normalisation (Rueckauer et al. 2017; Spiking
   decoded (time-averaged) output is in the ANN's units.
 
 The result is an ordinary :class:`SpikingUNet` (surrogate gradients), ready to fine-tune.
+
+:class:`ConvertedSpikingUNet` does the conversion at construction, so a recipe can inject it as a
+``class_path`` (the trained UNet and the calibration data are themselves injected)::
+
+    student:
+      class_path: students.conversion.ConvertedSpikingUNet
+      init_args:
+        ann: {class_path: teachers.unet.UNet, init_args: {preset: tiny, checkpoint: teachers/pretrained/....pt}}
+        calibration: ../data/denoise_gray_s25.yaml   # training patches of this DataModule calibrate lambda
+        timesteps: 4
 """
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+import os
+import warnings
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -27,8 +39,15 @@ from torch import Tensor, nn
 from distill.errors import ConfigError
 
 from .spiking_unet import SpikingUNet
+from .surrogates import Surrogate
 
-__all__ = ["ann_to_snn_key", "activation_scales", "unet_connections", "convert_unet"]
+if TYPE_CHECKING:  # imported lazily: distill.data pulls in Lightning, which `import students` should not
+    from distill.data.base import RestorationDataModule
+
+__all__ = [
+    "ann_to_snn_key", "activation_scales", "unet_connections", "convert_unet", "calibration_inputs",
+    "default_init_membrane", "ConvertedSpikingUNet",
+]
 
 _CONVERTIBLE = ("multi_threshold", "if")
 
@@ -122,6 +141,11 @@ def unet_connections(levels: int, channels: list[int]) -> list[tuple[str, list[t
     return conns
 
 
+def default_init_membrane(neuron: str) -> float:
+    """Half the smallest firing quantum, as a fraction of threshold (see :func:`convert_unet`)."""
+    return 0.125 if neuron == "multi_threshold" else 0.5
+
+
 @torch.no_grad()
 def convert_unet(
     ann: nn.Module,
@@ -147,7 +171,7 @@ def convert_unet(
         if not hasattr(ann, attr):
             raise ConfigError(f"convert_unet: ann lacks {attr!r}; pass a teachers.unet.UNet")
     if init_membrane is None:
-        init_membrane = 0.125 if neuron == "multi_threshold" else 0.5
+        init_membrane = default_init_membrane(neuron)
     snn = SpikingUNet(
         in_channels=ann.in_channels,
         base_channels=ann.base_channels,
@@ -200,3 +224,85 @@ def convert_unet(
         raise ConfigError(f"convert_unet: SNN parameters not set by conversion: {missing}")
     snn.activation_scales = lam
     return snn
+
+
+def calibration_inputs(data: "RestorationDataModule", count: int, channels: int | None = None) -> Tensor:
+    """The first `count` training patches (degraded inputs, ``[count, C, p, p]``) of DataModule `data`.
+
+    They are the epoch-0 crops, a pure function of the DataModule's seed, so a conversion is reproducible.
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ConfigError(f"calibration_patches={count!r} is not allowed; it must be an integer >= 1")
+    data_channels = getattr(data, "channels", None)
+    if channels is not None and data_channels is not None and data_channels != channels:
+        raise ConfigError(
+            f"calibration data gives {data_channels}-channel images but the U-Net expects {channels}; "
+            f"set the calibration DataModule's channels: {channels}"
+        )
+    dataset = data.train_dataset()
+    count = min(count, len(dataset))
+    return torch.stack([dataset[(0, i)]["input"] for i in range(count)])
+
+
+class ConvertedSpikingUNet(SpikingUNet):
+    """A :class:`SpikingUNet` initialised at construction by :func:`convert_unet` from a trained U-Net.
+
+    Its module tree and ``state_dict`` are exactly a ``SpikingUNet``'s (the ANN is not kept as a
+    submodule), so checkpoints, ``spikedistill export`` and hint paths work unchanged; a resumed run
+    converts again and then loads the checkpoint over it.
+
+    Args:
+        ann: the trained ``teachers.unet.UNet`` (give it its ``checkpoint``).
+        calibration: DataModule whose training patches calibrate the activation scales; None = the
+            embedded training split with Gaussian noise sigma = 25 (``DenoisingDataModule``, 40 x 40 crops)
+            in ``ann``'s channels.
+        calibration_patches: how many of its (epoch-0, seeded) training patches to use.
+        timesteps, percentile, neuron, threshold, init_membrane: see :func:`convert_unet`.
+        spike_grad, learn_threshold, decoding, checkpoint_segments: passed to :class:`SpikingUNet`.
+    """
+
+    def __init__(
+        self,
+        ann: nn.Module,
+        calibration: "RestorationDataModule | None" = None,
+        calibration_patches: int = 64,
+        timesteps: int = 4,
+        percentile: float = 99.9,
+        neuron: str = "multi_threshold",
+        threshold: float = 1.0,
+        init_membrane: float | None = None,
+        spike_grad: "str | Surrogate" = "atan",
+        learn_threshold: bool = False,
+        decoding: str = "mean",
+        checkpoint_segments: int | None = None,
+    ) -> None:
+        for attr in ("in_channels", "base_channels", "levels", "width", "channels", "residual"):
+            if not hasattr(ann, attr):
+                raise ConfigError(
+                    f"ConvertedSpikingUNet: ann is a {type(ann).__name__}, which lacks {attr!r}; pass a teachers.unet.UNet"
+                )
+        source = getattr(ann, "checkpoint_path", None)
+        if source is None:
+            warnings.warn(
+                "ConvertedSpikingUNet: the U-Net has no checkpoint, so an untrained network is converted; "
+                "give ann.init_args.checkpoint", UserWarning, stacklevel=2,
+            )
+        if calibration is None:
+            from distill.data import DenoisingDataModule
+
+            calibration = DenoisingDataModule(channels=ann.in_channels, sigma=25.0, patch_size=40)
+        if init_membrane is None:
+            init_membrane = default_init_membrane(neuron)
+        patches = calibration_inputs(calibration, calibration_patches, ann.in_channels)
+        options = dict(spike_grad=spike_grad, learn_threshold=learn_threshold, decoding=decoding,
+                       checkpoint_segments=checkpoint_segments)
+        converted = convert_unet(ann, patches, timesteps=timesteps, percentile=percentile, neuron=neuron,
+                                 threshold=threshold, init_membrane=init_membrane, **options)
+        super().__init__(
+            in_channels=ann.in_channels, base_channels=ann.base_channels, levels=ann.levels, width=ann.width,
+            timesteps=timesteps, neuron=neuron, threshold=threshold, init_membrane=init_membrane,
+            residual=ann.residual, **options,
+        )
+        self.load_state_dict(converted.state_dict())
+        self.activation_scales = converted.activation_scales
+        self.converted_from = None if source is None else os.fspath(source)

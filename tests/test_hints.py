@@ -182,3 +182,16 @@ def test_capture_joins_time_chunks_and_ignores_recompute(signal):
         captured.append(taps[0].take())
     assert captured[0].shape == (4, 2, 6, 8, 8)
     assert torch.allclose(captured[0], captured[1], atol=1e-6)
+
+
+def test_hint_from_an_ann_twin_teacher():
+    from teachers.twins import DnCNNTwin
+
+    teacher, student, x = DnCNNTwin(features=8, depth=4), ToyStudent(), torch.rand(2, 1, 8, 8)
+    hints = HintSet([Hint(teacher="blocks.0.neuron", student="neuron")], teacher, student, x)
+    with hints.capture(student, "student") as s_taps:
+        student(x)
+    with torch.no_grad(), hints.capture(teacher, "teacher") as t_taps:
+        teacher(x)
+    total, (loss,) = hints([s_taps[0].take()], [t_taps[0].take()], T, step=0)
+    assert hints.heads[0].adapter.out_channels == 8 and torch.isfinite(total) and loss > 0
