@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -10,11 +11,16 @@ from typing import Any, Callable
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.plugins.io import CheckpointIO
 
 from distill.checkpointing import AtomicCheckpointIO
+from distill.errors import SpikeDistillError
 from distill.prediction import PNGWriter
+
+#: Set to 1 to get Python tracebacks instead of one-paragraph `error: ...` messages.
+DEBUG_ENV = "SPIKEDISTILL_DEBUG"
 
 # extra subcommand -> "module:function" taking argv (imported lazily so `fit` starts fast)
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
@@ -39,10 +45,86 @@ def default_run_dir(config_paths: list[Any] | None) -> str:
     return str(Path("runs") / "default")
 
 
+def find_last_checkpoint(trainer: Trainer) -> str | None:
+    """The newest of the run's `last*.ckpt` (every ModelCheckpoint folder) and SLURM `hpc_ckpt_*.ckpt` files."""
+    found: list[Path] = []
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+            found += Path(callback.dirpath).glob("last*.ckpt")
+    found += Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt")
+    found = [p for p in found if p.is_file()]
+    return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
+
+
+#: Lines of jsonargparse's nested errors that say nothing to a recipe author (the `null` alternative of
+#: optional arguments, the union bookkeeping and the echo of the whole given value).
+_NOISE = re.compile(
+    r"^\s*(- )?(Expected a <class 'NoneType'>|Does not validate against any of the Union subtypes|"
+    r"Subtypes: |Errors:$|Given value type: |Given value: )"
+)
+
+
+def _accepted_names(class_path: str) -> list[str]:
+    """Init argument names of the class at `class_path` (empty when it cannot be imported)."""
+    import inspect
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+        return [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
+    except Exception:  # noqa: BLE001 - a suggestion is optional
+        return []
+
+
+def _suggest(word: str, names: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, names, n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def tidy_parse_error(message: str) -> str:
+    """jsonargparse's error message without the lines in `_NOISE`; what names the key and value stays.
+
+    An unknown option of an injected class or of the trainer gets the closest accepted names.
+    """
+    lines = [line for line in message.splitlines() if not _NOISE.match(line)]
+    class_path = None
+    for i, line in enumerate(lines):
+        found = re.search(r"class_path '([\w.]+)'", line)
+        if found:
+            class_path = found.group(1)
+        if "(did you mean" in line:  # nested parsers report the same message again
+            continue
+        unknown = re.search(r"Option '(\w+)' is not accepted", line)
+        if unknown and class_path:
+            lines[i] = line + _suggest(unknown.group(1), _accepted_names(class_path))
+        unknown = re.search(r"does not accept option '(trainer|data|model)\.(\w+)'", line)
+        if unknown and unknown.group(1) == "trainer":
+            lines[i] = line + _suggest(unknown.group(2), _accepted_names("lightning.pytorch.Trainer"))
+    return "\n".join(lines) if lines else message
+
+
+class SpikeDistillParser(LightningArgumentParser):
+    """The CLI parser: named `spikedistill`, a one-line usage and a tidied message on errors."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("prog", "spikedistill")
+        super().__init__(*args, **kwargs)
+
+    def print_usage(self, file: Any = None) -> None:
+        prog = self.prog.replace(" [options]", "")
+        (file or sys.stderr).write(f"usage: {prog} [--config RECIPE.yaml ...] [--KEY VALUE ...]\n")
+
+    def error(self, message: str, ex: Exception | None = None) -> Any:
+        return super().error(tidy_parse_error(message), ex)
+
+
 class SpikeDistillCLI(LightningCLI):
     """LightningCLI with omegaconf interpolation, per-run directories, default loggers and atomic checkpoints."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("parser_class", SpikeDistillParser)
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("auto_configure_optimizers", False)
@@ -58,14 +140,15 @@ class SpikeDistillCLI(LightningCLI):
             config.return_predictions = False  # images are written by PNGWriter, not kept in memory
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
-        """Add the defaults a run needs unless the recipe set its own: CSV + offline wandb loggers,
-        a `last.ckpt` in `<run>/checkpoints`, and checkpoints written atomically."""
+        """Add the defaults a run needs unless the recipe set its own: CSV + offline wandb loggers
+        (no wandb with WANDB_MODE=disabled), a `last.ckpt` in `<run>/checkpoints`, and checkpoints written
+        atomically (also next to plugins the recipe sets, unless one of them is a CheckpointIO)."""
         root = Path(config["default_root_dir"])
         if config.get("logger") in (None, True):
-            config["logger"] = [
-                CSVLogger(save_dir=str(root), name="csv"),
-                WandbLogger(save_dir=str(root), name=root.name, project="spikedistill", offline=True),
-            ]
+            config["logger"] = [CSVLogger(save_dir=str(root), name="csv")]
+            if os.environ.get("WANDB_MODE", "").lower() != "disabled":
+                config["logger"].append(
+                    WandbLogger(save_dir=str(root), name=root.name, project="spikedistill", offline=True))
         user_callbacks = list(config.get("callbacks") or []) + list(callbacks)
         if config.get("enable_checkpointing", True) is not False and not any(
             isinstance(c, ModelCheckpoint) for c in user_callbacks
@@ -74,8 +157,10 @@ class SpikeDistillCLI(LightningCLI):
                 ModelCheckpoint(dirpath=root / "checkpoints", filename="best-{step}", monitor="val/psnr",
                                 mode="max", save_top_k=1, save_last=True)
             ]
-        if not config.get("plugins"):
-            config["plugins"] = [AtomicCheckpointIO()]
+        plugins = config.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            config["plugins"] = plugins + [AtomicCheckpointIO()]
         if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in user_callbacks):
             callbacks = list(callbacks) + [PNGWriter()]
         return super()._instantiate_trainer(config, callbacks)
@@ -84,6 +169,14 @@ class SpikeDistillCLI(LightningCLI):
         self._dump_config()
         if self.model is not None:
             self.model.run_config = self.config_dump
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        """`--ckpt_path last` resumes from the newest `last.ckpt` or SLURM `hpc_ckpt_N.ckpt` of the run
+        (Lightning alone ignores the SLURM ones); with neither, training starts from scratch."""
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if kwargs.get("ckpt_path") == "last":
+            kwargs["ckpt_path"] = find_last_checkpoint(self.trainer) or "last"
+        return kwargs
 
     def after_fit(self) -> None:
         """Score the fitted model on the held-out split, write results.json, print the table."""
@@ -123,8 +216,54 @@ def load_command(name: str) -> Callable[[list[str]], Any]:
     return getattr(importlib.import_module(module), function)
 
 
+def user_error(exc: BaseException) -> BaseException | None:
+    """The error behind `exc` that is the user's to fix, if any: a SpikeDistillError (possibly wrapped by
+    jsonargparse) or Lightning's MisconfigurationException (an invalid Trainer setting)."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    error = project_error(exc)
+    if error is None and isinstance(exc, MisconfigurationException):
+        error = exc
+    return error
+
+
+def project_error(exc: BaseException) -> SpikeDistillError | None:
+    """The SpikeDistillError behind `exc` (itself, or found along its cause/context chain), if any.
+
+    jsonargparse wraps errors raised while building a recipe's classes in its own ValueError.
+    """
+    pending: list[BaseException | None] = [exc]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, SpikeDistillError):
+            return current
+        pending += [current.__cause__, current.__context__]
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Dispatch to an extra subcommand or to LightningCLI."""
+    """Dispatch to an extra subcommand or to LightningCLI.
+
+    A user error (`user_error`: a SpikeDistillError, also when jsonargparse wrapped it, or an invalid
+    Trainer setting) is printed as one `error: ...` paragraph on stderr and exits with status 2;
+    `SPIKEDISTILL_DEBUG=1` re-raises it. Anything else is a bug and keeps its traceback.
+    """
+    try:
+        _dispatch(argv)
+    except Exception as exc:  # noqa: BLE001 - only user errors are turned into messages
+        error = user_error(exc)
+        if error is None or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        sys.stdout.flush()
+        print(f"error: {error}\n(set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _dispatch(argv: list[str] | None) -> None:
     words = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("WANDB_MODE", "offline")
     # the frozen teacher is in eval mode on purpose

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from distill.convergence import ConvergenceTargets
 from distill.energy import energy_ratio
-from distill.errors import CheckpointError, ConfigError
+from distill.errors import CheckpointError, ConfigError, SpikeDistillError
 from distill.hints import Hint, HintSet
 from distill.losses import RestorationLoss, pixel_loss
 from distill.modeling import count_parameters, network_args_to_ignore, run_model
@@ -42,6 +42,34 @@ def teacher_fingerprint(teacher: nn.Module) -> dict[str, str] | None:
     return {"path": str(path), "sha256": sha256_file(path)}
 
 
+def build_hint_set(hints: list[Hint], teacher: nn.Module, student: nn.Module, example_size: int) -> HintSet:
+    """The HintSet, its adapters sized by a dry run of both models on a random ``example_size``² image.
+
+    Teacher and student must take the same number of channels; a dry run that fails inside a model is
+    reported as a ConfigError naming the example's shape.
+    """
+    t_channels, s_channels = getattr(teacher, "in_channels", None), getattr(student, "in_channels", None)
+    if t_channels is not None and s_channels is not None and t_channels != s_channels:
+        raise ConfigError(
+            f"the teacher {type(teacher).__name__} takes in_channels={t_channels} but the student "
+            f"{type(student).__name__} takes in_channels={s_channels}; both must see the same images "
+            "(1 = gray, 3 = RGB)"
+        )
+    channels = s_channels or t_channels or 1
+    example = torch.rand(1, channels, example_size, example_size)
+    try:
+        return HintSet(hints, teacher, student, example)
+    except SpikeDistillError:
+        raise
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ConfigError(
+            f"the dry run that sizes the hint adapters failed on an example of shape {list(example.shape)} "
+            f"({type(exc).__name__}: {first}); check the models' in_channels and example_size (models that "
+            "down-sample need a multiple of their down-sampling factor)"
+        ) from exc
+
+
 class DistillationModule(RestorationBase):
     """Frozen `teacher` + spiking `student`; hints and output distillation add to the restoration loss.
 
@@ -68,6 +96,11 @@ class DistillationModule(RestorationBase):
         cache_teacher: bool = True,
         example_size: int = 64,
     ) -> None:
+        if isinstance(example_size, bool) or not isinstance(example_size, int) or example_size < 1:
+            raise ConfigError(
+                f"example_size={example_size!r} is not allowed: use an integer >= 1 (side of the dry-run image "
+                "that infers hint adapter shapes; at least the model's down-sampling factor, e.g. 64)"
+            )
         super().__init__(restoration_loss, optimizer, scheduler, y_channel, crop_border, convergence, energy)
         self.save_hyperparameters(ignore=network_args_to_ignore("teacher", "student"))
         self.teacher = teacher.eval().requires_grad_(False)
@@ -76,9 +109,7 @@ class DistillationModule(RestorationBase):
         self.cache_teacher = cache_teacher
         self._teacher_cache: dict[str, tuple[Tensor, list[Tensor]]] = {}
         self.teacher_source = teacher_fingerprint(teacher)
-        channels = getattr(student, "in_channels", None) or getattr(teacher, "in_channels", 1)
-        example = torch.rand(1, channels, example_size, example_size)
-        self.hint_set = HintSet(hints or [], teacher, student, example)
+        self.hint_set = build_hint_set(hints or [], teacher, student, example_size)
 
     # ---- roles --------------------------------------------------------------------------------------
     @property
@@ -138,6 +169,7 @@ class DistillationModule(RestorationBase):
         return super().evaluation_outputs(batch) | {"teacher": teacher_out}
 
     def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
         self._teacher_cache.clear()  # test images may share names with validation images
 
     # ---- accounting ---------------------------------------------------------------------------------

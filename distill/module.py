@@ -4,9 +4,11 @@
 """
 from __future__ import annotations
 
+import itertools
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import lightning as L
 import torch
@@ -14,6 +16,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from distill.convergence import ConvergenceTargets, ConvergenceTracker
+from distill.data.base import align_loader_states
 from distill.energy import EnergyReport, measure_energy, resolve_constants
 from distill.errors import ConfigError, TrainingError
 from distill.losses import RestorationLoss
@@ -25,11 +28,37 @@ from distill.results import run_metadata, write_results
 from students.probes import firing_rates, overall_firing_rate, probing
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for torch's out-of-memory errors (CUDA's OutOfMemoryError, the CPU allocator's RuntimeError)."""
+    if isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+
+
+@contextmanager
+def out_of_memory_as_error(stage: str, batch: dict[str, Any], network: nn.Module, advice: str) -> Iterator[None]:
+    """Turn an allocation failure into a TrainingError naming the stage, the batch shape, T and what to lower."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if not is_out_of_memory(exc):
+            raise
+        shape = list(batch["input"].shape) if isinstance(batch.get("input"), Tensor) else "?"
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise TrainingError(
+            f"out of memory in {stage}: a batch of shape {shape} through {type(network).__name__} "
+            f"(timesteps={getattr(network, 'timesteps', None)}) needs more memory than there is ({first}); {advice}"
+        ) from exc
+
+
 class RestorationBase(L.LightningModule):
     """Training, evaluation, energy, convergence and results shared by every module; subclasses set `network`."""
 
     network_role = "model"
     scored_roles: tuple[str, ...] = ("input", "model")
+    #: test images written to `<run>/samples/` for the visual grid
+    sample_count = 2
 
     def __init__(
         self,
@@ -55,7 +84,7 @@ class RestorationBase(L.LightningModule):
         self._energy_batch: dict[str, Tensor] | None = None
         self.firing_rates: dict[str, float] = {}
         self.mean_firing_rate: float | None = None
-        self._samples: tuple[list[str], dict[str, Tensor]] | None = None
+        self._samples: list[tuple[str, dict[str, Tensor]]] = []  # (name, {role: [C, H, W]}) for the image grid
         self.val_scores: dict[str, dict[str, float]] = {}
         self.test_scores: dict[str, dict[str, float]] = {}
 
@@ -74,7 +103,10 @@ class RestorationBase(L.LightningModule):
 
     # ---- set-up -----------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
+        self.check_data(getattr(self.trainer, "datamodule", None))
+
+    def check_data(self, datamodule: Any) -> None:
+        """ConfigError unless the datamodule's images have the channels the network takes."""
         channels = getattr(datamodule, "channels", None)
         expected = getattr(self.network, "in_channels", None)
         if channels is not None and expected is not None and channels != expected:
@@ -86,10 +118,19 @@ class RestorationBase(L.LightningModule):
             )
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.trainable_parameters())
+        optimizer = self._build("optimizer", self.optimizer_factory, self.trainable_parameters())
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
+        scheduler = self._build("scheduler", self.scheduler_factory, optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    @staticmethod
+    def _build(name: str, factory: Any, argument: Any) -> Any:
+        """Call the recipe's optimizer/scheduler factory; torch's argument errors become a ConfigError."""
+        try:
+            return factory(argument)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"the {name} cannot be built from the recipe's model.init_args.{name}: {exc}") from exc
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.network.parameters() if p.requires_grad]
@@ -102,7 +143,9 @@ class RestorationBase(L.LightningModule):
         return pred, {"restoration": loss}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        _, terms = self.compute_losses(batch)
+        advice = "lower data.init_args.batch_size or patch_size, or the student's timesteps or features"
+        with out_of_memory_as_error(f"training step {self.global_step}", batch, self.network, advice):
+            _, terms = self.compute_losses(batch)
         bad = [name for name, value in terms.items() if not torch.isfinite(value).all()]
         if bad:
             values = {name: float(terms[name].detach()) for name in bad}
@@ -134,7 +177,10 @@ class RestorationBase(L.LightningModule):
     def _evaluate(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
         if batch_idx == 0:
             self._energy_batch = {k: v[:1] for k, v in batch.items() if isinstance(v, Tensor)}
-        outputs = {role: image.clamp(0, 1) for role, image in self.evaluation_outputs(batch).items()}
+        advice = ("lower the student's timesteps or features, or set data.init_args.eval_size to score "
+                  "centre crops (or lower batch_size)")
+        with out_of_memory_as_error("evaluation", batch, self.network, advice):
+            outputs = {role: image.clamp(0, 1) for role, image in self.evaluation_outputs(batch).items()}
         for role, image in outputs.items():
             self.scores[role].update(image, batch["target"])
         return outputs
@@ -144,9 +190,9 @@ class RestorationBase(L.LightningModule):
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         outputs = self._evaluate(batch, batch_idx)
-        if batch_idx == 0:  # a few restored images for the visual grid
-            keep = min(2, batch["target"].shape[0])
-            self._samples = (batch["name"][:keep], outputs | {"target": batch["target"]})
+        images = outputs | {"target": batch["target"]}
+        for i in range(min(self.sample_count - len(self._samples), batch["target"].shape[0])):
+            self._samples.append((batch["name"][i], {role: image[i].detach().cpu() for role, image in images.items()}))
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """Restore `batch["input"]`, in overlapping tiles when the datamodule sets `tile_size`."""
@@ -156,7 +202,9 @@ class RestorationBase(L.LightningModule):
         tile = getattr(datamodule, "tile_size", None)
         overlap = getattr(datamodule, "tile_overlap", 0)
         sigma = batch["sigma"]
-        return restore_tiled(lambda x: run_model(self.network, x, sigma), batch["input"], tile, overlap).clamp(0, 1)
+        with out_of_memory_as_error("predict", batch, self.network, "set (or lower) data.init_args.tile_size"):
+            restored = restore_tiled(lambda x: run_model(self.network, x, sigma), batch["input"], tile, overlap)
+        return restored.clamp_(0, 1)  # in place: the output is a new tensor, and may be image-sized
 
     def _collect_scores(self, stage: str) -> dict[str, dict[str, float]]:
         scores = {}
@@ -165,23 +213,46 @@ class RestorationBase(L.LightningModule):
             metric.reset()
             scores[role] = values
             for name, value in values.items():
-                self.log(f"{stage}/{role}_{name}", value, sync_dist=False)
+                # the torchmetrics states are already reduced over all processes: the same value everywhere
+                self.log(f"{stage}/{role}_{name}", value, sync_dist=True)
         return scores
 
     def on_validation_epoch_end(self) -> None:
         scores = self.val_scores = self._collect_scores("val")
-        self.log("val/psnr", scores[self.network_role]["psnr"], prog_bar=True)
+        self.log("val/psnr", scores[self.network_role]["psnr"], prog_bar=True, sync_dist=True)
         if self.trainer.sanity_checking:
             return
         self.tracker.update(self.global_step, scores[self.network_role]["psnr"], self.reference_psnr())
         self.measure_energy()
         for name, value in self.energy_summary().items():
             if value is not None:
-                self.log(f"energy/{name}", float(value))
+                self.log(f"energy/{name}", float(value), sync_dist=True)
+
+    def on_test_epoch_start(self) -> None:
+        self._samples = []
 
     def on_test_epoch_end(self) -> None:
         self.test_scores = self._collect_scores("test")
         self.measure_energy()
+        self._samples = self._gather_samples(self._samples)
+
+    def _gather_samples(self, mine: list[tuple[str, dict[str, Tensor]]]) -> list[tuple[str, dict[str, Tensor]]]:
+        """The first `sample_count` test images of the whole split, whatever the number of processes.
+
+        Evaluation shards image ``k`` to rank ``k % world_size`` (in order), so interleaving every rank's first
+        images restores the split's order; every rank takes part in the gather (a collective).
+        """
+        trainer = self._trainer
+        if trainer is None or trainer.world_size < 2:
+            return mine
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return mine
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, mine)
+        merged = [item for group in itertools.zip_longest(*gathered) for item in group if item is not None]
+        return merged[: self.sample_count]
 
     # ---- energy -----------------------------------------------------------------------------------
     def energy_models(self) -> dict[str, nn.Module]:
@@ -189,7 +260,14 @@ class RestorationBase(L.LightningModule):
         return {self.network_role: self.network}
 
     def measure_energy(self) -> None:
-        """Per-layer energy of every reported network on the first validation/test image."""
+        """Per-layer energy of every reported network on the first validation/test image.
+
+        With several processes every rank measures rank 0's image (its first batch differs), so energy and
+        firing rates agree across ranks. Called by every rank at the same point (the epoch ends).
+        """
+        trainer = self._trainer  # None when called outside a fit (the energy command)
+        if trainer is not None and trainer.world_size > 1:
+            self._energy_batch = trainer.strategy.broadcast(self._energy_batch, src=0)
         if self._energy_batch is None:
             return
         x, sigma = self._energy_batch["input"], self._energy_batch["sigma"]
@@ -212,7 +290,18 @@ class RestorationBase(L.LightningModule):
 
     # ---- checkpoints and results ------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the convergence bookkeeping; refuse to overwrite a good checkpoint with non-finite weights."""
+        bad = [name for name, value in checkpoint.get("state_dict", {}).items()
+               if isinstance(value, Tensor) and value.is_floating_point() and not torch.isfinite(value).all()]
+        if bad:
+            shown = ", ".join(bad[:5]) + (f" ... and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise TrainingError(
+                f"non-finite weights at step {self.global_step} (epoch {self.current_epoch}) in {shown}; "
+                "the checkpoint was not written, so the last good one is kept. Lower the learning rate or "
+                "check the data and loss weights"
+            )
         checkpoint["convergence"] = self.tracker.state_dict()
+        align_loader_states(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "convergence" in checkpoint:
@@ -256,12 +345,9 @@ class RestorationBase(L.LightningModule):
 
     def write_samples(self, folder: Path) -> None:
         """`<name>_<role>.png` for the first test images: degraded input, outputs, clean target."""
-        if self._samples is None:
-            return
-        names, images = self._samples
-        for i, name in enumerate(names):
+        for name, images in self._samples:
             for role, image in images.items():
-                save_png(image[i], folder / f"{Path(name).stem}_{role}.png")
+                save_png(image, folder / f"{Path(name).stem}_{role}.png")
 
 
 class RestorationModule(RestorationBase):

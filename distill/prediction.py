@@ -67,7 +67,7 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.files[index]
-        image = read_image(path, self.channels)
+        image = read_image(path, self.channels, cache=False)  # read once: keep no decoded copy
         return {"input": image, "target": image, "sigma": torch.tensor(self.sigma, dtype=torch.float32),
                 "name": path.stem}
 
@@ -92,7 +92,8 @@ def collate_whole_images(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if len(sizes) > 1:
         listed = ", ".join(f"{item['name']} {list(item['input'].shape[1:])}" for item in items)
         raise DataError(f"images of one batch must have the same size, got {listed}; use batch_size: 1")
-    image = torch.stack([item["input"] for item in items])
+    # one image (the default batch_size 1) becomes a batch without a copy
+    image = items[0]["input"].unsqueeze(0) if len(items) == 1 else torch.stack([item["input"] for item in items])
     return {"input": image, "target": image, "sigma": torch.stack([item["sigma"] for item in items]),
             "name": [item["name"] for item in items]}
 
@@ -167,11 +168,14 @@ def save_png(image: Tensor, path: str | os.PathLike) -> Path:
     """Write a ``[C, H, W]`` image in [0, 1] (C = 1 or 3) as an 8-bit PNG, atomically."""
     if image.dim() != 3 or image.shape[0] not in (1, 3):
         raise DataError(f"cannot write {path}: expected an image [1 or 3, H, W], got shape {list(image.shape)}")
-    array = (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu()
-    if array.shape[0] == 1:
-        pil = Image.fromarray(array[0].numpy())
-    else:
-        pil = Image.fromarray(array.permute(1, 2, 0).contiguous().numpy())
+    channels, height, width = image.shape
+    # converted to 8 bits a band of rows at a time, so a large image needs no float copy of itself
+    array = torch.empty((height, width, channels), dtype=torch.uint8)
+    rows = max(1, (1 << 22) // (width * channels))
+    for top in range(0, height, rows):
+        band = image[:, top : top + rows].detach().to("cpu", torch.float32, copy=True)
+        array[top : top + rows] = band.clamp_(0, 1).mul_(255.0).round_().permute(1, 2, 0).to(torch.uint8)
+    pil = Image.fromarray(array[:, :, 0].numpy() if channels == 1 else array.numpy())
     target = Path(path)
     with atomic_path(target) as tmp:
         pil.save(tmp, format="PNG")

@@ -110,4 +110,4 @@ def restore_tiled(fn: Callable[[Tensor], Tensor], image: Tensor, tile: int | Non
             norm[:, :, y : y + th, x : x + tw] += weight
             del piece
     assert out is not None and norm is not None
-    return out / norm
+    return out.div_(norm)  # in place: no second image-sized buffer

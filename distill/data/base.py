@@ -8,11 +8,14 @@
 * `EpochSampler`: yields ``(epoch, index)`` keys. Lightning calls ``sampler.set_epoch(epoch)`` at the
   start of every training epoch (also after a resume), so crops depend only on seed and epoch,
   whatever the number of workers.
+* `ResumableDataLoader`: the training loader; its position inside the epoch is saved in checkpoints, so
+  a run resumed mid-epoch continues with the next batch (exact resume, see `spikedistill fit --ckpt_path last`).
 * `RestorationDataModule`: the LightningDataModule both tasks subclass.
 """
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import warnings
 from dataclasses import dataclass
@@ -200,6 +203,120 @@ class EpochSampler(Sampler):
 
     def __len__(self) -> int:
         return self.length
+
+
+class _SkipFirstBatches:
+    """The loader's batch sampler without the first ``loader._skip`` batches (read when iteration starts).
+
+    ``len()`` stays the whole epoch's: Lightning counts the batches it already ran itself.
+    """
+
+    def __init__(self, batches: Any, loader: "ResumableDataLoader") -> None:
+        self.batches = batches
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(iter(self.batches), self.loader._skip, None)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader whose position inside an epoch is checkpointed.
+
+    Lightning stores `state_dict()` (epoch and batches handed out in it) with the fit loop in every
+    checkpoint and, on resume, calls `load_state_dict()` before iterating again. The next pass over
+    *that* epoch then skips the batches already trained on, so a run killed mid-epoch continues with
+    the batch after the checkpoint instead of restarting the epoch (Lightning's behaviour for a
+    loader without state). Skipped batches are never loaded: only their sampler keys are drawn.
+
+    Iteration starts lazily (at the first ``next``), after Lightning has called ``set_epoch`` on the
+    sampler, so worker processes never prefetch keys of the wrong epoch.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._skip = 0
+        self._resume: tuple[int, int] | None = None
+        self._pass_epoch = self._sampler_epoch()
+        self._handed_out = 0
+
+    def _sampler_epoch(self) -> int:
+        return int(getattr(self.sampler, "epoch", 0))
+
+    @property
+    def _index_sampler(self) -> Any:  # what DataLoader iterators draw their index batches from
+        return _SkipFirstBatches(super()._index_sampler, self)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._pass()
+
+    def _pass(self) -> Iterator[Any]:
+        epoch = self._sampler_epoch()
+        skip = 0
+        if self._resume is not None:
+            saved_epoch, done = self._resume
+            self._resume = None
+            if saved_epoch == epoch:
+                skip = done
+        self._skip, self._pass_epoch, self._handed_out = skip, epoch, skip
+        iterator = super().__iter__()
+        self._skip = 0
+        for batch in iterator:
+            self._handed_out += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._pass_epoch, "batches": self._handed_out}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._resume = (int(state["epoch"]), int(state["batches"]))
+
+
+def align_loader_states(checkpoint: dict[str, Any]) -> None:
+    """Make the saved `ResumableDataLoader` position agree with the batch Lightning resumes at.
+
+    Checkpoints written at a batch end or a validation hold the batches handed out, which is where
+    Lightning resumes. A checkpoint written from a signal handler (SLURM's SIGUSR1) can land while a
+    fetched batch is still being trained on; Lightning then resumes *at* that batch, so it must not be
+    skipped. The resume index follows Lightning's rule (`_TrainingEpochLoop.update_restart_stage`):
+    ``processed`` when only the batch-end bookkeeping was missing, else ``completed``.
+    """
+    loops = checkpoint.get("loops", {}).get("fit_loop", {})
+    states = loops.get("state_dict", {}).get("combined_loader")
+    progress = loops.get("epoch_loop.batch_progress", {}).get("current")
+    if not states or not progress:
+        return
+    ready, started = progress.get("ready"), progress.get("started")
+    processed, completed = progress.get("processed"), progress.get("completed")
+    if None in (ready, started, processed, completed):
+        return
+    resume_at = processed if started == ready and processed == started and completed == processed - 1 else completed
+    for state in states:
+        if isinstance(state, dict) and set(state) == {"epoch", "batches"}:
+            state["batches"] = min(int(state["batches"]), int(resume_at))
+
+
+def eval_sampler(dataset: Dataset) -> Sampler | None:
+    """Under multi-process (DDP) evaluation, every image exactly once across the ranks; else None (in order).
+
+    Lightning's default DistributedSampler pads the split with repeated images so that every rank gets
+    the same number, which would count those images twice in the synced per-image PSNR/SSIM means.
+    Ranks may then run one batch more or less than each other, which is safe in evaluation.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+    if len(dataset) < dist.get_world_size():
+        raise DataError(
+            f"{len(dataset)} evaluation image(s) cannot be shared by {dist.get_world_size()} processes "
+            "(each needs one); add images or use fewer devices"
+        )
+    return UnrepeatedDistributedSampler(dataset, shuffle=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -405,15 +522,16 @@ class RestorationDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self.train_dataset()
         self._train_sampler = EpochSampler(len(dataset), self._epoch)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=self._train_sampler,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          drop_last=False)
+        return ResumableDataLoader(dataset, batch_size=self.batch_size, sampler=self._train_sampler,
+                                   num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                                   drop_last=False)
 
     def _eval_loader(self, split: str) -> DataLoader:
         dataset = self.eval_dataset(split)
         shapes = {dataset.crop_box(r)[2:] for r in dataset.records}
         batch_size = self.batch_size if len(shapes) == 1 else 1
-        return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=self.num_workers)
+        return DataLoader(dataset, batch_size=batch_size, sampler=eval_sampler(dataset),
+                          num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

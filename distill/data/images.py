@@ -137,15 +137,28 @@ def load_image(path: str | os.PathLike, channels: int = 3) -> np.ndarray:
 
 
 def to_tensor(arr: np.ndarray) -> torch.Tensor:
-    """``[H, W, C]`` uint8/float array (or a crop of one) -> float32 ``[C, H, W]`` in [0, 1]."""
-    t = torch.from_numpy(np.array(arr, copy=True))
-    if t.dtype == torch.uint8:
-        t = t.to(torch.float32).div_(255.0)
-    else:
-        t = t.to(torch.float32)
-    return t.permute(2, 0, 1).contiguous()
+    """``[H, W, C]`` uint8/float array (or a crop of one) -> float32 ``[C, H, W]`` in [0, 1].
+
+    One float32 result is allocated and filled in place (a large image costs its float size once,
+    not three times).
+    """
+    src = torch.from_numpy(np.array(arr, copy=True))
+    out = torch.empty((src.shape[2], src.shape[0], src.shape[1]), dtype=torch.float32)
+    out.copy_(src.permute(2, 0, 1))
+    if src.dtype == torch.uint8:
+        out.div_(255.0)
+    return out
 
 
-def read_image(path: str | os.PathLike, channels: int = 3) -> torch.Tensor:
-    """Read an image as float32 ``[channels, H, W]`` in [0, 1]. Errors are `DataError` naming the file."""
-    return to_tensor(load_image(path, channels))
+def read_image(path: str | os.PathLike, channels: int = 3, cache: bool = True) -> torch.Tensor:
+    """Read an image as float32 ``[channels, H, W]`` in [0, 1]. Errors are `DataError` naming the file.
+
+    ``cache=False`` decodes without keeping the decoded array (for large images read once, as in predict).
+    """
+    if cache:
+        return to_tensor(load_image(path, channels))
+    channels = check_channels(channels)
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"image {str(p)!r} cannot be opened: not an existing file")
+    return to_tensor(_decode(p, channels))

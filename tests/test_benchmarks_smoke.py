@@ -1,0 +1,199 @@
+"""Smoke runs of the benchmark scripts' core functions at minimal sizes: output structure, not timings.
+
+Nothing here reads ../shared/data; the quality benchmark is exercised through its command plan and
+its summary of (hand-written) results.json files.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import distill_quality, memory, train_speed  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+# ---------------------------------------------------------------------------------------------------
+# train_speed
+
+
+def test_train_speed_grid_structure():
+    rows = train_speed.run_speed(["spiking_dncnn", "esdnet_tiny"], [2], ["a", "b", "l", "c"], batch=2, size=8,
+                                 warmup=0, repeats=2, memory=False, check=True)
+    assert [(r["student"], r["T"]) for r in rows] == [("spiking_dncnn", 2), ("esdnet_tiny", 2)]
+    dncnn, esd = rows
+    assert set(dncnn["variants"]) == {"a", "b", "l", "c"}
+    for stats in dncnn["variants"].values():
+        assert stats["n"] == 2 and len(stats["times_ms"]) == 2 and 0 < stats["min_ms"] <= stats["median_ms"]
+    # ESDNet has no per-timestep loop: b is reported as skipped with the reason, never timed
+    assert "b" not in esd["variants"] and "attention" in esd["skipped"]["b"]
+    assert set(esd["variants"]) == {"a", "l", "c"}
+    assert train_speed.ratio(esd, "a", "b") is None and train_speed.ratio(dncnn, "a", "c") > 0
+    # the snntorch variants compute exactly what the engine computes (eval mode, neurons firing)
+    assert dncnn["check"]["b"] == 0.0 and dncnn["check"]["l"] == 0.0 and dncnn["check"]["firing_rate"] > 0
+    assert esd["check"]["b"] is None and esd["check"]["l"] == 0.0
+    table = train_speed.render(rows, ["a", "b", "l", "c"])
+    lines = table.strip().splitlines()
+    assert len(lines) == 4 and lines[0].startswith("| student | T |") and "n/a" in lines[3]
+
+
+@pytest.mark.parametrize("key", ["spiking_unet_tiny", "spiker_ir_tiny"])
+def test_naive_step_loops_match_engine(key):
+    check = train_speed.check_equivalence(key, 3, batch=1, size=8)
+    assert check["firing_rate"] > 0
+    assert check["b"] == pytest.approx(0.0, abs=1e-6) and check["l"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_train_speed_profile_structure():
+    prof = train_speed.profile_step("spiking_dncnn", 2, batch=1, size=8, variants=("a", "b", "c"), steps=2, warmup=0)
+    assert set(prof["variants"]) == {"a", "b", "c"}
+    names = [n for n, _ in prof["variants"]["a"]["categories"]]
+    assert names[0] == "conv forward" and "fused neuron backward (engine)" in names and names[-1] == "Adam step"
+    assert prof["variants"]["a"]["step_ms"] > 0 and prof["variants"]["a"]["top_self"]
+    assert "where the time goes" in train_speed.render_profile(prof)
+
+
+def test_train_speed_cli_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        train_speed.main(["--help"])
+    assert exc.value.code == 0 and "--timesteps" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------------
+# memory
+
+
+def test_memory_rows_structure():
+    segments = memory.parse_segments(["none", "2", "T"])
+    assert segments == [None, 2, "T"]
+    rows = memory.run_memory("spiking_dncnn", [1, 2], segments, batch=1, size=8, isolate=False)
+    assert [r["T"] for r in rows] == [1, 2]
+    # T = 1: no chunking applies; T = 2: k = 2 equals k = T, so only the "k = T" column is measured
+    assert set(rows[0]["cells"]) == {"no bound", "ANN twin on T·B"}
+    assert set(rows[1]["cells"]) == {"no bound", "k = T (1 step/chunk)", "ANN twin on T·B"}
+    assert rows[1]["cells"]["k = T (1 step/chunk)"]["segments"] == 2
+    for cell in rows[1]["cells"].values():
+        assert {"base_mib", "peak_mib", "step_mib", "step_s"} <= set(cell)
+        assert cell["peak_mib"] >= cell["base_mib"] > 0
+    table = memory.render(rows, segments, ann=True)
+    assert table.count("\n") == 4 and "k = T" in table
+
+
+def test_memory_fresh_subprocess_reports():
+    rows = memory.run_memory("spiking_dncnn", [2], [None], batch=1, size=8, ann=False, isolate=True)
+    cell = rows[0]["cells"]["no bound"]
+    assert cell["peak_mib"] >= cell["base_mib"] > 0 and cell["step_s"] > 0
+
+
+def test_memory_esdnet_is_never_chunked():
+    rows = memory.run_memory("esdnet_tiny", [2], [None, "T"], batch=1, size=8, ann=False, isolate=False)
+    assert set(rows[0]["cells"]) == {"no bound"}
+
+
+# ---------------------------------------------------------------------------------------------------
+# distill_quality
+
+
+def _budget():
+    return distill_quality.Budget(teacher_steps=30, student_steps=20, val_every=5, teacher_val_every=10, eval_size=64)
+
+
+def test_quality_plan_uses_the_cli_with_overrides(tmp_path):
+    quick, spiden = distill_quality.SYSTEMS["spiden_quickstart"], distill_quality.SYSTEMS["spiden"]
+    jobs = distill_quality.plan([quick, spiden], [1, 3], [0, 1], _budget(), tmp_path, Path("/data/train"),
+                                Path("/data/eval"))
+    names = [j.name for j in jobs]
+    # one teacher (and export) per teacher group and colour, shared by both systems
+    assert names[:6] == ["teachers/dncnn_32x10/gray/teacher", "teachers/dncnn_32x10/gray/export",
+                         "spiden_quickstart/gray/hint_s0", "spiden_quickstart/gray/nohint_s0",
+                         "spiden_quickstart/gray/hint_s1", "spiden_quickstart/gray/nohint_s1"]
+    assert len(jobs) == 2 * 2 + 2 * 2 * 4 and names.count("teachers/dncnn_32x10/rgb/teacher") == 1
+    teacher, export, hint, nohint = jobs[6:10]
+    assert teacher.argv[:3] == ["fit", "--config", quick.teacher_recipe]
+    assert "--trainer.max_steps=30" in teacher.argv and "--model.init_args.scheduler.init_args.T_max=30" in teacher.argv
+    assert "--model.init_args.model.init_args.in_channels=3" in teacher.argv
+    assert '--data.init_args.train=["/data/train"]' in teacher.argv and "--data.init_args.sigma=25" in teacher.argv
+    assert '--data.init_args.test=["/data/eval"]' in teacher.argv and "--data.init_args.eval_size=64" in teacher.argv
+    assert export.argv[0] == "export" and export.argv[2].endswith("teachers/dncnn_32x10/rgb/teacher.pt")
+    assert f"--model.init_args.teacher.init_args.checkpoint={export.argv[2]}" in hint.argv
+    assert "--model.init_args.student.init_args.in_channels=3" in hint.argv and "--seed_everything=0" in hint.argv
+    assert hint.argv.count("--config") == 1 and nohint.argv.count("--config") == 2
+    assert quick.nohint_recipe in nohint.argv
+    assert hint.meta["role"] == "hint" and nohint.run_dir == tmp_path / "spiden_quickstart" / "rgb" / "nohint_s0"
+    assert hint.shell().startswith("spikedistill fit --config recipes/quickstart.yaml")
+    spiden_hint = next(j for j in jobs if j.name == "spiden/rgb/hint_s0")
+    assert f"--model.init_args.teacher.init_args.checkpoint={export.argv[2]}" in spiden_hint.argv
+
+
+def test_quality_plan_single_colour_shipped_teacher(tmp_path):
+    system = distill_quality.SYSTEMS["esdnet"]  # RGB deraining with the recipe's own teacher
+    jobs = distill_quality.plan([system], [1, 3], [0], _budget(), tmp_path, Path("/t"), Path("/e"))
+    assert [j.name for j in jobs] == ["esdnet/rgb/hint_s0", "esdnet/rgb/nohint_s0"]
+    argv = jobs[0].argv
+    assert not any("checkpoint" in a or "in_channels" in a or "sigma" in a or "channels=" in a for a in argv)
+    assert '--data.init_args.train=["/t"]' in argv
+
+
+def test_quality_dry_run_prints_commands(capsys, tmp_path):
+    distill_quality.main(["--dry-run", "--systems", "spiden_quickstart", "--channels", "1", "--seeds", "0",
+                          "--runs-dir", str(tmp_path), "--train", "x", "--eval", "y"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and all(line.startswith("spikedistill ") for line in lines)
+
+
+def _results(path: Path, student: float | None, history: list[tuple[int, float, float]], teacher: float = 30.0):
+    path.mkdir(parents=True)
+    metrics = {"input": {"psnr": 20.0, "ssim": 0.3}}
+    if student is None:
+        metrics["model"] = {"psnr": teacher, "ssim": 0.9}
+    else:
+        metrics |= {"student": {"psnr": student, "ssim": 0.8}, "teacher": {"psnr": teacher, "ssim": 0.9}}
+    data = {
+        "run": {"global_step": history[-1][0]}, "metrics": metrics,
+        "params": {"ratio": 2.0}, "energy": {"ratio": 5.0},
+        "convergence": {"history": [{"step": s, "seconds": sec, "psnr": p} for s, sec, p in history],
+                        "train_seconds": history[-1][1]},
+    }
+    (path / "results.json").write_text(json.dumps(data))
+
+
+def test_quality_summary_speedup(tmp_path):
+    runs = []
+    specs = {
+        "teacher": (None, [(100, 50.0, 29.0), (200, 100.0, 30.0)]),
+        "hint_s0": (28.5, [(10, 5.0, 27.0), (20, 10.0, 28.1), (30, 15.0, 28.5)]),
+        "nohint_s0": (28.0, [(10, 4.0, 26.0), (20, 8.0, 27.5), (30, 12.0, 28.0)]),
+        "hint_s1": (27.0, [(10, 5.0, 26.0), (20, 10.0, 26.5), (30, 15.0, 27.0)]),
+        "nohint_s1": (27.5, [(10, 4.0, 26.0), (20, 8.0, 27.5), (30, 12.0, 27.5)]),
+    }
+    for name, (student, hist) in specs.items():
+        _results(tmp_path / name, student, hist)
+        role, _, seed = name.partition("_s")
+        runs.append({"name": name, "run_dir": str(tmp_path / name), "system": "spiden_quickstart", "colour": "gray",
+                     "role": role, "seed": int(seed) if seed else 0, "group": "dncnn_32x10",
+                     "teacher_group": "dncnn_32x10"})
+    rows = distill_quality.summarize_runs({"runs": runs})
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["teacher"]["psnr"] == 30.0 and row["teacher"]["source"] == "trained here" and row["seeds"] == [0, 1]
+    p0, p1 = row["pairs"]
+    assert p0["target_psnr"] == 28.0 and p0["hint"]["step"] == 20 and p0["nohint"]["step"] == 30
+    assert p0["step_ratio"] == pytest.approx(1.5) and p0["seconds_ratio"] == pytest.approx(12.0 / 10.0)
+    assert p1["hint"]["step"] is None and p1["hint"]["best"] == 27.0 and "step_ratio" not in p1
+    assert p1["nohint"]["step"] == 20  # reached its own final PSNR before the last step
+    text = distill_quality.render_summary(rows)
+    assert "not reached (best 27.00 dB)" in text and "1.50×" in text and "-2.25" in text
