@@ -63,3 +63,17 @@ def test_fit_then_load_from_checkpoint_restores_student(tmp_path, repo_root, mon
     for key, value in loaded.student.state_dict().items():
         assert torch.equal(value, state[f"student.{key}"]), key
     assert loaded.hint_set.hints[0].student == "blocks.0.neuron"
+
+
+DISTILL_RECIPES = ["recipes/quickstart.yaml"] + sorted(
+    f"recipes/distill/{p.name}" for p in (__import__("pathlib").Path(__file__).parents[1] / "recipes" / "distill").glob("*.yaml")
+    if not p.stem.endswith("_nohint")
+)
+
+
+@pytest.mark.parametrize("recipe", DISTILL_RECIPES[1:])
+def test_energy_command_on_every_distillation_recipe(capsys, repo_root, monkeypatch, recipe):
+    monkeypatch.chdir(repo_root)
+    main(["energy", "--config", recipe, "--data.init_args.eval_size=32", "--trainer.logger=false"])
+    out = capsys.readouterr().out.lower()
+    assert "ratio" in out and "45nm-fp32" in out

@@ -160,3 +160,34 @@ def test_restoration_module_trains_a_teacher_alone(tmp_path):
     fit.test(module, datamodule=data, verbose=False)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["metrics"]["model"]["psnr"] > results["metrics"]["input"]["psnr"]
+
+
+def zoo_teachers():
+    from teachers.ffdnet import FFDNet
+    from teachers.restormer import Restormer
+    from teachers.twins import DnCNNTwin, ESDNetTwin, SpikerIRTwin, UNetTwin
+    from teachers.unet import UNet
+
+    return {
+        "DnCNN": lambda: DnCNN(in_channels=1, features=8, depth=4),
+        "FFDNet": lambda: FFDNet(in_channels=1, features=8, depth=3),
+        "UNet": lambda: UNet(in_channels=1, preset="tiny"),
+        "Restormer": lambda: Restormer(in_channels=1, preset="tiny"),
+        "DnCNNTwin": lambda: DnCNNTwin(in_channels=1, features=8, depth=4),
+        "UNetTwin": lambda: UNetTwin(in_channels=1, preset="tiny"),
+        "ESDNetTwin": lambda: ESDNetTwin(in_channels=1, preset="tiny"),
+        "SpikerIRTwin": lambda: SpikerIRTwin(in_channels=1, preset="tiny"),
+    }
+
+
+@pytest.mark.parametrize("name", list(zoo_teachers()))
+def test_every_teacher_serves_frozen_in_a_distillation_fit(tmp_path, name):
+    L.seed_everything(0)
+    teacher = zoo_teachers()[name]()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    module = tiny_module(teacher=teacher, hints=[], output_distillation=OutputDistillation(weight=1.0))
+    trainer(tmp_path, max_steps=2, val_check_interval=2).fit(module, datamodule=tiny_data())
+    assert not teacher.training and all(not p.requires_grad for p in teacher.parameters())
+    for key, value in before.items():
+        assert torch.equal(value, teacher.state_dict()[key]), key
+    assert module.val_scores["teacher"]["psnr"] > 0
