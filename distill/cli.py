@@ -97,8 +97,10 @@ def tidy_parse_error(message: str) -> str:
         if "(did you mean" in line:  # nested parsers report the same message again
             continue
         unknown = re.search(r"Option '(\w+)' is not accepted", line)
-        if unknown and class_path:
-            lines[i] = line + _suggest(unknown.group(1), _accepted_names(class_path))
+        inline = re.search(r"class_path='([\w.]+)'", line)  # callables (optimizer, scheduler) echo theirs
+        owner = inline.group(1) if inline else class_path
+        if unknown and owner:
+            lines[i] = line + _suggest(unknown.group(1), _accepted_names(owner))
         unknown = re.search(r"does not accept option '(trainer|data|model)\.(\w+)'", line)
         if unknown and unknown.group(1) == "trainer":
             lines[i] = line + _suggest(unknown.group(2), _accepted_names("lightning.pytorch.Trainer"))

@@ -81,9 +81,12 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 def spikedistill(*args: str, log: Path | None = None, **env: str) -> subprocess.Popen:
     """Start `python -m distill.cli ARGS` in the repository root (stdout+stderr to `log`, extra `env`)."""
-    out = open(log, "w") if log is not None else subprocess.DEVNULL
-    return subprocess.Popen([sys.executable, "-m", "distill.cli", *args], cwd=REPO, env=cli_env(**env),
-                            stdout=out, stderr=subprocess.STDOUT)
+    if log is None:
+        return subprocess.Popen([sys.executable, "-m", "distill.cli", *args], cwd=REPO, env=cli_env(**env),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    with open(log, "w") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", "distill.cli", *args], cwd=REPO, env=cli_env(**env),
+                                stdout=out, stderr=subprocess.STDOUT)
 
 
 def wait(proc: subprocess.Popen, log: Path | None, timeout: float = 300) -> None:

@@ -8,13 +8,14 @@ The data layer has its own fuzz (tests/test_data_fuzz.py); here the values reach
 """
 from __future__ import annotations
 
+import atexit
 import copy
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -23,6 +24,7 @@ from cli_helpers import QUICKSTART, tiny_recipe, write_images
 from distill.cli import SpikeDistillCLI, user_error
 
 WORK = Path(tempfile.mkdtemp(prefix="spikedistill-fuzz-"))
+atexit.register(shutil.rmtree, WORK, ignore_errors=True)
 RECIPE = tiny_recipe(WORK)
 PHOTOS = write_images(WORK / "photos", count=3, size=48)
 

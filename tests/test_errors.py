@@ -80,6 +80,15 @@ def test_unknown_key_of_an_injected_class_is_named(capsys, tmp_path, recipe):
     assert_one_paragraph(err, "'neuronn' is not accepted", "SpikingDnCNN", "did you mean 'neuron'")
 
 
+def test_unknown_optimizer_argument_gets_closest_name(capsys, tmp_path, recipe):
+    extra = tmp_path / "lr.yaml"
+    extra.write_text(yaml.safe_dump({"model": {"init_args": {"optimizer": {
+        "class_path": "torch.optim.Adam", "init_args": {"lrr": 0.1}}}}}))
+    code, err = run(capsys, *fit(recipe, tmp_path, "--config", str(extra)))
+    assert code == 2
+    assert_one_paragraph(err, "'lrr' is not accepted", "did you mean 'lr'")
+
+
 def test_unknown_command_line_option_is_named(capsys, tmp_path, recipe):
     code, err = run(capsys, *fit(recipe, tmp_path, "--trainer.bogus=1"))
     assert code == 2

@@ -6,6 +6,7 @@ from distill.data.base import (
     ImageRecord,
     PatchDataset,
     RestorationDataModule,
+    ResumableDataLoader,
     derive_seed,
 )
 from distill.data.denoising import DenoisingDataModule, GaussianNoise
@@ -31,6 +32,7 @@ __all__ = [
     "PatchDataset",
     "Rain",
     "RestorationDataModule",
+    "ResumableDataLoader",
     "add_rain",
     "derive_seed",
     "find_pairs",
