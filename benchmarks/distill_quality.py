@@ -366,6 +366,12 @@ def summarize_runs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
                     / max(1, (res.get("run") or {}).get("global_step") or 1),
                 }
             pair = {"seed": seed, "target_psnr": target, **reach}
+            # the other direction: when does the no-hint student reach the hint student's final PSNR?
+            hint_final = final_psnr(h)
+            if hint_final is not None:
+                back = first_reaching((n.get("convergence") or {}).get("history") or [], hint_final)
+                pair["hint_final_psnr"] = hint_final
+                pair["nohint_to_hint_final"] = None if back is None else {"step": back["step"], "seconds": back["seconds"]}
             if reach["hint"]["step"] and reach["nohint"]["step"]:
                 pair["step_ratio"] = reach["nohint"]["step"] / reach["hint"]["step"]
                 pair["seconds_ratio"] = (reach["nohint"]["seconds"] / reach["hint"]["seconds"]
@@ -396,10 +402,10 @@ def render_summary(rows: list[dict[str, Any]]) -> str:
             f"{_pm(gap_h)} / {_pm(gap_n)}", None if pr is None else f"{pr:.1f}×",
             None if er is None else f"{er:.1f}× / {er_n:.1f}×" if er_n is not None else f"{er:.1f}×",
         ])
-    text = md_table(headers, table)
+    text = "### scores on the evaluation images (test split, after the last step)\n\n" + md_table(headers, table)
     headers2 = ["system", "colour", "seed", "target = no-hint final PSNR (dB)", "hint: steps / s to target",
                 "no-hint: steps / s to target", "speed-up in steps (no-hint / hint)", "speed-up in seconds",
-                "s/step hint / no-hint"]
+                "s/step hint / no-hint", "reverse: no-hint steps / s to the hint's final PSNR"]
     table2 = []
     for r in rows:
         for p in r["pairs"]:
@@ -415,13 +421,17 @@ def render_summary(rows: list[dict[str, Any]]) -> str:
                 f"{p['step_ratio']:.2f}×" if p.get("step_ratio") else "—",
                 f"{p['seconds_ratio']:.2f}×" if p.get("seconds_ratio") else "—",
                 f"{h['seconds_per_step']:.2f} / {n['seconds_per_step']:.2f}",
+                ("not reached" if p.get("nohint_to_hint_final") is None else
+                 f"{p['nohint_to_hint_final']['step']} / {p['nohint_to_hint_final']['seconds']:.0f} "
+                 f"(hint final {p['hint_final_psnr']:.2f} dB)") if "hint_final_psnr" in p else "—",
             ])
         ratios = [p["step_ratio"] for p in r["pairs"] if p.get("step_ratio")]
         sratios = [p["seconds_ratio"] for p in r["pairs"] if p.get("seconds_ratio")]
         if ratios:
             table2.append([r["system"], r["colour"], "mean", "", "", "", _pm(ratios) + "×",
-                           (_pm(sratios) + "×") if sratios else "—", ""])
-    return text + "\n" + md_table(headers2, table2)
+                           (_pm(sratios) + "×") if sratios else "—", "", ""])
+    return (text + "\n### convergence: steps and training seconds to reach the no-hint student's final PSNR "
+            "(same seed; validation every --val-every steps)\n\n" + md_table(headers2, table2))
 
 
 def leaderboard(runs_dir: Path) -> str:
@@ -524,10 +534,14 @@ def main(argv: list[str] | None = None) -> None:
             score = f" PSNR {final_psnr(res):.2f}" if res and final_psnr(res) is not None else ""
             print(f"{job.name}: {seconds:.0f} s{score} (load {l0} -> {load()})", flush=True)
         print(f"total wall time {time.perf_counter() - started:.0f} s", flush=True)
+    if not manifest_path.is_file():
+        raise SystemExit(f"{manifest_path} does not exist: run the benchmark first (without --table-only)")
     manifest = json.loads(manifest_path.read_text())
     print("\n## spikedistill leaderboard " + str(runs_dir) + " --format md\n")
-    print(leaderboard(runs_dir))
-    print("## convergence to the no-hint student's final PSNR\n")
+    try:
+        print(leaderboard(runs_dir))
+    except SystemExit as exc:  # the leaderboard reports its own error (e.g. no results yet)
+        print(f"(leaderboard failed with exit code {exc.code})")
     print(render_summary(summarize_runs(manifest)))
     (runs_dir / "summary.json").write_text(json.dumps(summarize_runs(manifest), indent=1, default=str))
 
