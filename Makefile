@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[dev]"
 	$(PY) -m pip install --quiet --no-deps "sweeps>=0.3"  # wandb's sweep engine; see pyproject's sweeps extra
+	# bytecode up front: with PYTHONDONTWRITEBYTECODE set, pip skips it and every run recompiles
+	# Lightning and torch (a CLI start takes ~11 s instead of ~5 s here)
+	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -17,6 +17,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from distill.checkpointing import AtomicCheckpointIO
 from distill.errors import SpikeDistillError
+from distill.indexed_keys import apply_indexed, split_indexed
 from distill.prediction import PNGWriter
 
 #: Set to 1 to get Python tracebacks instead of one-paragraph `error: ...` messages.
@@ -133,6 +134,18 @@ class SpikeDistillCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("parser_kwargs", {"parser_mode": "omegaconf"})
         super().__init__(*args, **kwargs)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Also accept keys that address a list entry by index (`--model.init_args.hints.0.weight=0.5`):
+        the list is resolved from the rest of the command line, edited and passed back whole."""
+        if isinstance(args, dict) or any(w in ("-h", "--help") for w in (args or sys.argv[1:])):
+            return super().parse_arguments(parser, args)
+        words, indexed = split_indexed(list(sys.argv[1:] if args is None else args))
+        if indexed:
+            resolved = parser.parse_args([w for w in words if not w.startswith("--print_config")])
+            prefix = f"{resolved.subcommand}." if resolved.get("subcommand") else ""
+            words += apply_indexed(indexed, lambda key: resolved.get(prefix + key))
+        self.config = parser.parse_args(words)  # what LightningCLI does, without its warning on argv
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

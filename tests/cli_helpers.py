@@ -135,3 +135,23 @@ class RecordStart(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         Path(self.marker).write_text(f"{trainer.global_step}\n")
+
+
+class HoldInNthRun(Callback):
+    """Across runs sharing `ledger`: each training start appends "<run dir> <global step>"; in the `nth`
+    start, when optimizer step `step` is about to start, write `marker` and sleep until killed."""
+
+    def __init__(self, ledger: str, marker: str, nth: int, step: int) -> None:
+        self.ledger, self.marker, self.nth, self.step = Path(ledger), Path(marker), nth, step
+        self.held = False
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        with open(self.ledger, "a") as fh:
+            fh.write(f"{trainer.default_root_dir} {trainer.global_step}\n")
+        self.held = len(self.ledger.read_text().splitlines()) == self.nth
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.held and trainer.global_step == self.step:
+            self.marker.write_text(f"{trainer.default_root_dir}\n")
+            while True:  # the test kills the whole sweep, this process included
+                time.sleep(0.2)

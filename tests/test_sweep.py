@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from distill.errors import ConfigError
 from distill.sweep import (EXTRA, SlurmOptions, WandbSweepEngine, build_command, load_engine, load_sweep, main,
@@ -287,3 +288,27 @@ def test_real_engine_local_grid_and_bayes(workdir):
     sweep = run_sweep(bayes, runs_dir="runs/bayes", progress=False)
     assert len(sweep.runs) == 3 and all(r.status == "finished" for r in sweep.runs)
     assert isinstance(WandbSweepEngine().violations(sweep.spec.config), list)
+
+
+@real_engine
+@pytest.mark.parametrize("path", sorted((REPO / "recipes" / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_sweep_validates_and_its_first_run_resolves(path, monkeypatch, capsys):
+    """The file passes wandb's schema, and the first run's command (with its overrides) parses in the CLI."""
+    from distill.cli import main as cli_main
+
+    monkeypatch.chdir(REPO)
+    sweep = run_sweep(path, runs_dir=str(REPO / "runs" / "never-written"), dry_run=True)
+    assert sweep.runs and not (REPO / "runs" / "never-written").exists()
+    command = sweep.runs[0].command
+    args = command[command.index("fit"):]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        cli_main([*args, "--print_config"])
+    assert exit_.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    for key, value in sweep.runs[0].params.items():
+        node = printed
+        for part in key.split("."):
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        assert node == value or (isinstance(value, list) and [
+            {k: n[k] for k in v} for n, v in zip(node, value)] == value), key
