@@ -326,6 +326,9 @@ def summarize_runs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for (system, colour), g in sorted(groups.items()):
         row: dict[str, Any] = {"system": system, "colour": colour, "seeds": sorted(set(g["hint"]) | set(g["nohint"]))}
+        any_run = next(iter(list(g["hint"].values()) + list(g["nohint"].values())), None)
+        if any_run is not None:
+            row["input"] = (any_run.get("metrics") or {}).get("input")
         t = teachers.get((g["group"], colour)) if g["group"] else None
         if t is not None:
             row["teacher"] = dict((t.get("metrics") or {}).get("model") or {}, source="trained here")
@@ -384,7 +387,7 @@ def summarize_runs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 def render_summary(rows: list[dict[str, Any]]) -> str:
     """Scores table and the convergence (speed-up) table, Markdown."""
-    headers = ["system", "colour", "seeds", "teacher PSNR / SSIM (source)", "hint PSNR", "hint SSIM", "no-hint PSNR",
+    headers = ["system", "colour", "seeds", "noisy input PSNR / SSIM", "teacher PSNR / SSIM (source)", "hint PSNR", "hint SSIM", "no-hint PSNR",
                "no-hint SSIM", "gap to teacher: hint / no-hint (dB)", "param ratio (T/S)", "energy ratio (T/S): hint / no-hint"]
     table = []
     for r in rows:
@@ -397,6 +400,7 @@ def render_summary(rows: list[dict[str, Any]]) -> str:
         er_n = _mean_std(r["nohint"]["energy_ratio"])[0]
         table.append([
             r["system"], r["colour"], len(r["seeds"]),
+            (f"{r['input']['psnr']:.2f} / {r['input']['ssim']:.4f}" if r.get("input") else None),
             f"{tp:.2f} / {t.get('ssim'):.4f} ({t.get('source', '?')})" if tp is not None else None,
             _pm(r["hint"]["psnr"]), _pm(r["hint"]["ssim"], 4), _pm(r["nohint"]["psnr"]), _pm(r["nohint"]["ssim"], 4),
             f"{_pm(gap_h)} / {_pm(gap_n)}", None if pr is None else f"{pr:.1f}×",
