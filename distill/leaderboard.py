@@ -235,7 +235,7 @@ class Group:
     def label_key(self) -> tuple:
         r = self.first
         return (r.data.get("model"), r.teacher_name(), r.data.get("task"), r.data.get("dataset"),
-                str(r.data.get("sigma")), r.data.get("timesteps"), r.distill_label())
+                str(r.data.get("sigma")), r.data.get("timesteps"), r.distill_label(), str(r.data.get("channels")))
 
     @property
     def block_key(self) -> tuple:
@@ -273,8 +273,22 @@ def _name_variants(groups: list[Group]) -> None:
         flats = [{k: v for k, v in flatten(g.first.config).items() if not _matches(k, IGNORED_KEYS)} for g in same]
         keys = sorted({k for f in flats for k in f if len({json.dumps(x.get(k), default=str) for x in flats}) > 1})
         for g, f in zip(same, flats):
-            parts = [f"{'.'.join(k.split('.')[-2:])}={f.get(k)}" for k in keys[:3]]
+            parts = [f"{_short_key(k)}={_short_value(f.get(k))}" for k in keys[:3]]
             g.variant = ", ".join(parts) + (", ..." if len(keys) > 3 else "") if parts else g.first.name
+
+
+def _short_key(key: str) -> str:
+    """`model.init_args.hints.0.weight` -> `hints[0].weight`; `data.init_args.sigma` -> `data.sigma`."""
+    parts = [p for p in key.split(".") if p != "init_args"]
+    tail = parts[-2:] if len(parts) < 3 or not parts[-2].isdigit() else parts[-3:]
+    return ".".join(tail).replace(".", "[", 1).replace(".", "].", 1) if len(tail) == 3 else ".".join(tail)
+
+
+def _short_value(value: Any) -> Any:
+    """File paths by their last two parts (a run's folder and file say enough in a table cell)."""
+    if isinstance(value, str) and "/" in value:
+        return "/".join(value.rstrip("/").split("/")[-2:])
+    return value
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -197,3 +197,26 @@ def test_model_alone_runs(tmp_path):
     text, *_ = leaderboard(tmp_path / "runs", "md")
     row = text.strip().splitlines()[-1]
     assert "31.50" in row and "| alone |" in row and "556k" in row and "2000" in row
+
+
+def test_variant_names_list_entries_and_paths_briefly(runs):
+    for name, weight in (("w-small", 0.03), ("w-big", 0.5)):
+        path = make_results(runs / name, hints=True)
+        data = json.loads(path.read_text())
+        data["config"]["model"]["init_args"]["hints"][0]["weight"] = weight
+        data["config"]["model"]["init_args"]["teacher"]["init_args"]["checkpoint"] = f"/abs/{name}/teacher.pt"
+        write_results(path, data)
+    text, *_ = leaderboard(runs, "md")
+    assert "hints[0].weight=0.03" in text and "hints[0].weight=0.5" in text
+    assert "checkpoint=w-small/teacher.pt" in text and "/abs/" not in text
+
+
+def test_gray_and_rgb_runs_are_labelled_by_protocol_not_variant(runs):
+    path = make_results(runs / "rgb", hints=True)
+    data = json.loads(path.read_text())
+    data["channels"] = 3
+    data["config"]["model"]["init_args"]["student"]["init_args"]["in_channels"] = 3
+    write_results(path, data)
+    text, rows, *_ = leaderboard(runs, "md")
+    assert rows == 3 and "Variant" not in text
+    assert sum("RGB" in line for line in text.splitlines()[2:]) == 1
