@@ -444,11 +444,9 @@ class _Entry:
 class _Recorder:
     """State of one measurement: module stack, neuron outputs, the per-layer ledger."""
 
-    def __init__(self, model: nn.Module, spiking: bool, neurons: dict[str, nn.Module],
-                 count_neuron_updates: bool):
+    def __init__(self, model: nn.Module, spiking: bool, count_neuron_updates: bool):
         self.spiking = spiking
         self.count_neuron_updates = count_neuron_updates
-        self.neurons = neurons
         self.stack: list[str] = []
         self.images = 0  # images of the batch being run
         self.entries: dict[tuple[str, str, str], _Entry] = {}
@@ -690,7 +688,7 @@ def measure_energy(model: nn.Module, x, constants: str | Mapping[str, Any] | Ene
         raise ConfigError(f"{type(model).__name__} needs a noise level: pass model_kwargs={{'sigma': tensor [B]}}")
     neurons = find_spiking_neurons(model)
     is_spiking = bool(neurons) if spiking is None else bool(spiking)
-    rec = _Recorder(model, is_spiking, neurons, count_neuron_updates)
+    rec = _Recorder(model, is_spiking, count_neuron_updates)
     try:
         ref = next(iter(model.parameters()))
         device, dtype = ref.device, ref.dtype

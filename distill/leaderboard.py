@@ -222,7 +222,6 @@ class Group:
     runs: list[Run]
     twin: "Group | None" = None
     variant: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def first(self) -> Run:

@@ -64,6 +64,8 @@ def test_rain_deterministic_per_seed_gray_and_rgb():
     assert torch.equal(r[:1], add_rain(torch.zeros(1, 48, 40), "heavy", 3))
     batch = add_rain(torch.zeros(2, 1, 20, 20), "light", 1)
     assert batch.shape == (2, 1, 20, 20) and not torch.equal(batch[0], batch[1])
+    default = add_rain(torch.zeros(2, 1, 20, 20), "light")  # no generator: seed 0, still a layer per image
+    assert not torch.equal(default[0], default[1]) and torch.equal(default, add_rain(torch.zeros(2, 1, 20, 20), "light", 0))
 
 
 def test_light_rain_weaker_than_heavy():

@@ -55,7 +55,6 @@ class ImageRecord:
     target: np.ndarray
     path: str
     input: np.ndarray | None = None
-    input_path: str | None = None
 
     @property
     def height(self) -> int:
@@ -69,9 +68,6 @@ class ImageRecord:
 class Degradation:
     """Turns a clean float32 ``[C, H, W]`` crop into the model input. Subclasses must be picklable."""
 
-    #: True when the input comes from a paired file rather than being synthesised.
-    paired = False
-
     def train(self, target: torch.Tensor, paired: torch.Tensor | None,
               generator: torch.Generator) -> tuple[torch.Tensor, float]:
         """Return ``(input, sigma on the [0, 1] scale)`` for a training crop."""
@@ -81,9 +77,6 @@ class Degradation:
              generator: torch.Generator) -> tuple[torch.Tensor, float]:
         """Return ``(input, sigma)`` for an evaluation image; `generator` is seeded per image."""
         return self.train(target, paired, generator)
-
-    def describe(self) -> str:
-        return ""
 
 
 def dihedral(t: torch.Tensor, k: int) -> torch.Tensor:

@@ -115,7 +115,7 @@ def load_paired_records(folders: list[str], split: str, channels: int) -> list[I
                     f"{str(clean_path)!r} is {target.shape[1]}x{target.shape[0]} (WxH)"
                 )
             records.append(ImageRecord(name=f"{base}/{rainy_path.name}", key=rainy_path.name, target=target,
-                                       path=str(clean_path), input=inp, input_path=str(rainy_path)))
+                                       path=str(clean_path), input=inp))
     check_unique_names(records, split)
     return records
 

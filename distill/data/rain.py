@@ -129,8 +129,8 @@ def add_rain(clean: torch.Tensor, preset: str | RainPreset = "light",
     `generator` may be a ``torch.Generator`` or an int seed (None means seed 0). A batch gets an
     independent layer per image, drawn in order from the generator.
     """
-    if isinstance(generator, int):
-        generator = torch.Generator().manual_seed(generator)
+    if generator is None or isinstance(generator, int):  # one generator for the batch: a layer per image
+        generator = torch.Generator().manual_seed(generator or 0)
     if clean.dim() == 4:
         return torch.stack([add_rain(c, preset, generator) for c in clean])
     if clean.dim() != 3:
