@@ -64,7 +64,11 @@ class DnCNN(nn.Module):
         depth: int = 17,
         bn: bool = True,
         checkpoint: str | None = None,
+        zero_tail: bool = False,
     ) -> None:
+        """``zero_tail``: start the last conv at zero, so the untrained model is the identity. Trained from
+        scratch at 3 channels, the default (KAIR's) init sits at the identity plateau for a few hundred
+        steps; a zero tail does not (BENCHMARKS.md, section 3)."""
         super().__init__()
         _check_positive("in_channels", in_channels)
         _check_positive("features", features)
@@ -81,6 +85,9 @@ class DnCNN(nn.Module):
             layers.append(nn.ReLU())
         layers.append(nn.Conv2d(features, in_channels, 3, padding=1, bias=True))
         self.body = nn.Sequential(*layers)
+        if zero_tail:
+            nn.init.zeros_(self.body[-1].weight)
+            nn.init.zeros_(self.body[-1].bias)
         self.checkpoint_path = load_weights(self, checkpoint) if checkpoint else None
 
     @classmethod

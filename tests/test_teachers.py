@@ -81,11 +81,22 @@ def test_dncnn_layout_and_residual() -> None:
     kinds = [type(m).__name__ for m in bn.body]
     assert kinds == ["Conv2d", "ReLU"] + ["Conv2d", "BatchNorm2d", "ReLU"] * 3 + ["Conv2d"]
     assert all(not getattr(m, "inplace", False) for m in bn.body)
-    # a zero last layer predicts zero noise: output == input
-    nn.init.zeros_(plain.body[-1].weight)
-    nn.init.zeros_(plain.body[-1].bias)
     x = torch.rand(1, 1, 6, 6)
-    assert torch.equal(plain(x), x)
+    assert not torch.equal(plain(x), x)
+
+
+def test_dncnn_zero_tail_starts_as_identity_and_learns() -> None:
+    torch.manual_seed(0)
+    model = DnCNN(in_channels=3, features=8, depth=4, bn=True, zero_tail=True)
+    clean = torch.rand(4, 3, 12, 12)
+    noisy = clean + 0.1 * torch.randn_like(clean)
+    assert torch.equal(model(noisy), noisy)  # zero predicted noise
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(2):  # the first step moves only the tail; the second reaches the body through it
+        opt.zero_grad()
+        (model(noisy) - clean).abs().mean().backward()
+        opt.step()
+    assert model.body[-1].weight.abs().sum() > 0 and model.body[0].weight.grad.abs().sum() > 0
 
 
 def test_dncnn_presets() -> None:
