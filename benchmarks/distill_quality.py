@@ -35,7 +35,9 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -43,6 +45,7 @@ from typing import Any, Iterator
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO, command_line, load, machine_info, machine_line, md_table  # noqa: E402
+from distill.io import atomic_write_json  # noqa: E402
 
 DEFAULT_TRAIN = REPO.parent / "shared" / "data" / "photos-train"
 DEFAULT_EVAL = REPO.parent / "shared" / "data" / "photos-eval"
@@ -72,6 +75,9 @@ class System:
                                              "model.init_args.student.init_args.in_channels")
     teacher_checkpoint_key: str = "model.init_args.teacher.init_args.checkpoint"
     scheduler_key: str = "model.init_args.scheduler.init_args.T_max"
+    #: extra overrides of the teacher's fit; DnCNN starts as the identity (zero_tail), without which the RGB
+    #: teacher sits at the identity plateau for most of a 400-step budget
+    teacher_overrides: tuple[str, ...] = ("--model.init_args.model.init_args.zero_tail=true",)
     requires: tuple[str, ...] = ()
 
     def missing(self) -> list[str]:
@@ -189,7 +195,8 @@ def plan(systems: list[System], channels: list[int], seeds: list[int], budget: B
                          f"--trainer.max_steps={budget.teacher_steps}",
                          f"--trainer.val_check_interval={budget.teacher_val_every}",
                          f"--{system.scheduler_key}={budget.teacher_steps}",
-                         *[f"--{k}={c}" for k in system.teacher_channel_keys], *data, *common],
+                         *[f"--{k}={c}" for k in system.teacher_channel_keys], *system.teacher_overrides,
+                         *data, *common],
                         tdir, {"system": system.key, "group": group, "colour": colour, "channels": c,
                                "role": "teacher", "seed": 0},
                     ))
@@ -219,6 +226,17 @@ def plan(systems: list[System], channels: list[int], seeds: list[int], budget: B
                          "teacher_group": system.teacher_group if system.teacher_recipe else None},
                     ))
     return jobs
+
+
+def chains(jobs: list[Job]) -> list[list[Job]]:
+    """Jobs split into chains that can run side by side: a trained teacher, its export and every student
+    distilled from it form one chain (in plan order); each shipped-teacher system and colour is another.
+    Longest chains first, so that `--jobs N` finishes close to the longest chain's time."""
+    by_key: dict[tuple[str, str], list[Job]] = {}
+    for job in jobs:
+        owner = job.meta.get("teacher_group") or job.meta.get("group") or job.meta["system"]
+        by_key.setdefault((owner, job.meta["colour"]), []).append(job)
+    return sorted(by_key.values(), key=len, reverse=True)
 
 
 def run_job(job: Job, log_dir: Path, isolate: bool = False) -> float:
@@ -482,6 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--isolate", action="store_true",
                    help="run every CLI call in a fresh `python -m distill.cli` subprocess (default: in-process, "
                         "which pays the Lightning/wandb imports once)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="run this many independent chains at once (teacher + its students; each shipped-teacher "
+                        "system): 2 on a 2-core machine with --threads 1; implies --isolate when > 1")
     p.add_argument("--resume", action="store_true", help="skip runs whose results.json already exists")
     p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
     p.add_argument("--table-only", action="store_true", help="only build the tables from RUNS_DIR/manifest.json")
@@ -493,6 +514,8 @@ def main(argv: list[str] | None = None) -> None:
     runs_dir = args.runs_dir.resolve()
     budget = Budget(args.teacher_steps, args.student_steps, args.val_every, args.teacher_val_every,
                     args.eval_size or None)
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs {args.jobs}: give 1 or more")
     systems = [SYSTEMS[k] for k in args.systems]
     for s in systems:
         if not s.available() and not args.table_only:
@@ -523,20 +546,28 @@ def main(argv: list[str] | None = None) -> None:
         done = {r["name"] for r in manifest["runs"]}
         print(f"# machine: {machine_line(info)}\n# command: {command_line()}", flush=True)
         started = time.perf_counter()
-        for job in jobs:
-            if args.resume and job.name in done and (job.run_dir is None or read_results(job.run_dir)):
-                print(f"skip {job.name} (done)", flush=True)
-                continue
-            l0 = load()
-            seconds = run_job(job, runs_dir / "logs", args.isolate)
-            entry = {"name": job.name, "run_dir": str(job.run_dir) if job.run_dir else None, "command": job.shell(),
-                     "wall_seconds": round(seconds, 1), "load": [l0, load()], **job.meta}
-            manifest["runs"] = [r for r in manifest["runs"] if r["name"] != job.name] + [entry]
-            manifest["wall_seconds"] = round(time.perf_counter() - started, 1)
-            manifest_path.write_text(json.dumps(manifest, indent=1))
-            res = read_results(job.run_dir) if job.run_dir else None
-            score = f" PSNR {final_psnr(res):.2f}" if res and final_psnr(res) is not None else ""
-            print(f"{job.name}: {seconds:.0f} s{score} (load {l0} -> {load()})", flush=True)
+        lock = threading.Lock()
+
+        def run_chain(chain: list[Job]) -> None:
+            for job in chain:
+                if args.resume and job.name in done and (job.run_dir is None or read_results(job.run_dir)):
+                    print(f"skip {job.name} (done)", flush=True)
+                    continue
+                l0 = load()
+                seconds = run_job(job, runs_dir / "logs", args.isolate or args.jobs > 1)
+                entry = {"name": job.name, "run_dir": str(job.run_dir) if job.run_dir else None,
+                         "command": job.shell(), "wall_seconds": round(seconds, 1), "load": [l0, load()], **job.meta}
+                with lock:
+                    manifest["runs"] = [r for r in manifest["runs"] if r["name"] != job.name] + [entry]
+                    manifest["wall_seconds"] = round(time.perf_counter() - started, 1)
+                    atomic_write_json(manifest_path, manifest)
+                res = read_results(job.run_dir) if job.run_dir else None
+                score = f" PSNR {final_psnr(res):.2f}" if res and final_psnr(res) is not None else ""
+                print(f"{job.name}: {seconds:.0f} s{score} (load {l0} -> {load()})", flush=True)
+
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # threads only wait on CLI subprocesses
+            for future in [pool.submit(run_chain, chain) for chain in chains(jobs)]:
+                future.result()
         print(f"total wall time {time.perf_counter() - started:.0f} s", flush=True)
     if not manifest_path.is_file():
         raise SystemExit(f"{manifest_path} does not exist: run the benchmark first (without --table-only)")

@@ -197,3 +197,15 @@ def test_quality_summary_speedup(tmp_path):
     assert p1["nohint"]["step"] == 20  # reached its own final PSNR before the last step
     text = distill_quality.render_summary(rows)
     assert "not reached (best 27.00 dB)" in text and "1.50×" in text and "-2.25" in text
+
+
+def test_quality_chains_keep_teacher_before_its_students(tmp_path):
+    systems = [distill_quality.SYSTEMS[k] for k in ("spiden_quickstart", "spiden", "esdnet", "bridge")]
+    jobs = distill_quality.plan(systems, [1, 3], [0, 1], _budget(), tmp_path, Path("/t"), Path("/e"))
+    chains = distill_quality.chains(jobs)
+    assert sorted(j.name for c in chains for j in c) == sorted(j.name for j in jobs)  # each job once
+    assert [len(c) for c in chains] == [10, 10, 4, 4]  # DnCNN gray and RGB (2 systems x 4 + teacher, export)
+    for chain in chains[:2]:
+        assert [j.meta["role"] for j in chain[:2]] == ["teacher", "export"]
+        assert len({j.meta["colour"] for j in chain}) == 1
+    assert {chains[2][0].meta["system"], chains[3][0].meta["system"]} == {"esdnet", "bridge"}
