@@ -66,15 +66,25 @@ _NOISE = re.compile(
 
 
 def _accepted_names(class_path: str) -> list[str]:
-    """Init argument names of the class at `class_path` (empty when it cannot be imported)."""
+    """Init argument names of the class at `class_path`, following `**kwargs` into the base classes as
+    jsonargparse does (empty when it cannot be imported)."""
     import inspect
 
     module, _, name = class_path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name)
-        return [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
     except Exception:  # noqa: BLE001 - a suggestion is optional
         return []
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = list(inspect.signature(klass.__init__).parameters.values())
+        names += [p.name for p in params
+                  if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in names]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names
 
 
 def _suggest(word: str, names: list[str]) -> str:

@@ -24,15 +24,16 @@ Temporal attention mixes time steps, so ESDNet cannot be checkpointed over time 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from distill.errors import ConfigError
 
-from .encoding import InputLayer, check_coding, decode
-from .engine import TimeDistributed, check_timesteps
+from .base import SpikingRestorer
+from .encoding import decode
+from .engine import TimeDistributed
 from .layers import (
     MultiDimensionalAttention,
     RefinementHead,
@@ -41,8 +42,6 @@ from .layers import (
     check_positive_int,
     pad_to_multiple,
 )
-from .neurons import build_neuron
-from .surrogates import Surrogate
 
 __all__ = ["ESDNet", "ESDNET_PRESETS"]
 
@@ -97,21 +96,22 @@ class _Reduce(nn.Sequential):
         super().__init__(make_neuron(), _conv(cin, cout, 1), _tdbn(cout, v_th))
 
 
-class ESDNet(nn.Module):
+class ESDNet(SpikingRestorer):
     """Spiking deraining network.
 
     Args:
         in_channels: 3 (RGB) or 1.
-        dim, encoder_blocks, decoder_blocks: size (None = from ``preset``: ``"full"`` 48/(4,4,8)/(2,2,2),
-            ``"small"`` (default) 24/(2,2,4)/(2,2,2), ``"tiny"`` 8/(1,1,1)/(1,1,1)).
-        timesteps: T >= 1 (default 4).
-        neuron: ``"lif"`` (default), ``"if"``, ``"multi_threshold"`` or ``"relu"`` (ANN twin).
-        threshold (0.15), beta (0.5), reset_mechanism (``"zero"``), spike_grad, learn_beta,
-        learn_threshold: neuron options.
+        dim: channels at full resolution (None = from ``preset``).
+        encoder_blocks: SRBs per encoder level 1..3 (None = from ``preset``).
+        decoder_blocks: SRBs per decoder level 1..3 (None = from ``preset``).
+        preset: ``"full"`` 48/(4,4,8)/(2,2,2), ``"small"`` (default) 24/(2,2,4)/(2,2,2) or ``"tiny"``
+            8/(1,1,1)/(1,1,1).
+        threshold: firing threshold (0.15 here, as in the paper).
+        beta: LIF membrane decay (0.5 here).
+        reset_mechanism: ``"zero"`` here, or ``"subtract"``.
         reduction_c: channel-attention reduction.
-        encoding, rate_seed, decoding, decode_beta: see :mod:`students.encoding`.
-        residual: output ``x + prediction``.
         checkpoint_segments: must be None (temporal attention needs all steps at once).
+        **spiking: the other shared options of :class:`students.base.SpikingRestorer` (T, neuron, coding, ...).
     """
 
     def __init__(
@@ -121,31 +121,22 @@ class ESDNet(nn.Module):
         encoder_blocks: Sequence[int] | None = None,
         decoder_blocks: Sequence[int] | None = None,
         preset: str | None = None,
-        timesteps: int = 4,
-        neuron: str = "lif",
         threshold: float = 0.15,
         beta: float = 0.5,
         reset_mechanism: str = "zero",
-        spike_grad: "str | Surrogate" = "atan",
-        learn_beta: bool = False,
-        learn_threshold: bool = False,
         reduction_c: int = 16,
-        encoding: str = "direct",
-        decoding: str = "mean",
-        decode_beta: float = 0.9,
-        residual: bool = True,
-        rate_seed: int | None = 0,
         checkpoint_segments: int | None = None,
+        **spiking: Any,
     ):
-        super().__init__()
         if checkpoint_segments is not None:
             raise ConfigError(
                 f"checkpoint_segments={checkpoint_segments!r} is not allowed for ESDNet; only None "
                 "(its temporal attention mixes all time steps, so T cannot be split into chunks)"
             )
-        self.checkpoint_segments = None
-        self.in_channels = check_positive_int("in_channels", in_channels)
-        self.timesteps = check_timesteps(timesteps)
+        super().__init__(
+            in_channels, threshold=threshold, beta=beta, reset_mechanism=reset_mechanism,
+            checkpoint_segments=checkpoint_segments, **spiking,
+        )
         name = "small" if preset is None else preset
         if name not in ESDNET_PRESETS:
             raise ConfigError(f"preset={preset!r} is not allowed; use one of {sorted(ESDNET_PRESETS)} or None")
@@ -156,29 +147,20 @@ class ESDNet(nn.Module):
         for label, blocks in (("encoder_blocks", enc), ("decoder_blocks", dec)):
             if len(blocks) != 3 or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in blocks):
                 raise ConfigError(f"{label}={blocks!r} is not allowed; give 3 integers >= 1 (levels 1, 2, 3)")
-        check_coding(encoding, decoding, decode_beta)
         self.dim = dim
-        self.decoding, self.decode_beta = decoding, float(decode_beta)
-        self.residual = bool(residual)
-        v_th = float(threshold)
-
-        def make_neuron():
-            return build_neuron(
-                neuron, beta=beta, threshold=threshold, spike_grad=spike_grad,
-                reset_mechanism=reset_mechanism, learn_beta=learn_beta, learn_threshold=learn_threshold,
-            )
+        make_neuron, v_th = self.make_neuron, float(threshold)
 
         def stack(d, n):
             return nn.Sequential(*[SpikingResidualBlock(d, make_neuron, v_th, reduction_c) for _ in range(n)])
 
-        self.embed = InputLayer(nn.Conv2d(in_channels, dim, 3, padding=1, bias=False), timesteps, encoding, rate_seed)
+        self.embed = self.input_layer(nn.Conv2d(in_channels, dim, 3, padding=1, bias=False))
         self.encoder = nn.ModuleList([stack(dim, enc[0]), stack(2 * dim, enc[1]), stack(4 * dim, enc[2])])
         self.down = nn.ModuleList([_Down(dim, make_neuron, v_th), _Down(2 * dim, make_neuron, v_th)])
         self.decoder = nn.ModuleList([stack(4 * dim, dec[2]), stack(2 * dim, dec[1]), stack(2 * dim, dec[0])])
         self.up = nn.ModuleList([_Up(4 * dim, make_neuron, v_th), _Up(2 * dim, make_neuron, v_th)])
         self.reduce = _Reduce(4 * dim, 2 * dim, make_neuron, v_th)
         self.refinement = RefinementHead(2 * dim, reduction=8)
-        self.output = nn.Conv2d(2 * dim, in_channels, 3, padding=1)
+        self.output = self.output_layer(nn.Conv2d(2 * dim, in_channels, 3, padding=1))
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.in_channels, type(self).__name__)
@@ -191,4 +173,4 @@ class ESDNet(nn.Module):
         d1 = self.decoder[2](torch.cat([self.up[1](d2), e1], dim=2))
         feats = self.refinement(decode(d1, self.decoding, self.decode_beta))
         r = self.output(feats)[..., :H, :W]
-        return x + r if self.residual else r
+        return self.restored(x, r)

@@ -15,18 +15,17 @@ Module paths for hints: ``embed``, ``encoder.0..3`` (``encoder.3`` is the bottle
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from distill.errors import ConfigError
 
-from .encoding import InputLayer, check_coding, decode
-from .engine import TimeDistributed, check_timesteps, run_over_time
+from .base import SpikingRestorer
+from .encoding import decode
+from .engine import TimeDistributed, run_over_time
 from .layers import build_norm, check_input, check_positive_int, pad_to_multiple
-from .neurons import build_neuron
-from .surrogates import Surrogate
 
 __all__ = ["SpikerIR", "SPIKER_IR_PRESETS"]
 
@@ -64,21 +63,18 @@ class _NeuronConvNorm(nn.Sequential):
         super().__init__(make_neuron(), TimeDistributed(conv), norm)
 
 
-class SpikerIR(nn.Module):
+class SpikerIR(SpikingRestorer):
     """Spiking encoder-decoder restorer (denoising or deraining).
 
     Args:
         in_channels: 1 or 3.
         channels: 4 channel counts (None = from ``preset``: ``"full"`` (48, 96, 192, 384), ``"tiny"``
-            (8, 16, 32, 64)); ``blocks``: residual blocks per level (None = preset, 2).
-        timesteps: T >= 1 (default 4).
-        neuron: ``"lif"`` (default), ``"if"``, ``"multi_threshold"`` or ``"relu"`` (ANN twin).
-        beta, threshold, reset_mechanism, spike_grad, learn_beta, learn_threshold: neuron options.
+            (8, 16, 32, 64)).
+        blocks: residual blocks per level (None = from ``preset``: 2).
+        preset: ``"full"`` (default) or ``"tiny"``.
+        beta: LIF membrane decay (0.5 here).
         norm: ``"bn"``, ``"tdbn"`` or ``"none"``.
-        encoding, rate_seed, decoding, decode_beta: see :mod:`students.encoding`.
-        residual: output ``x + prediction``.
-        checkpoint_segments: None or the number of checkpointed time chunks (BN: see
-            :func:`students.engine.run_over_time`).
+        **spiking: the shared options of :class:`students.base.SpikingRestorer` (T, neuron, coding, ...).
     """
 
     def __init__(
@@ -87,25 +83,11 @@ class SpikerIR(nn.Module):
         channels: Sequence[int] | None = None,
         blocks: int | None = None,
         preset: str | None = None,
-        timesteps: int = 4,
-        neuron: str = "lif",
         beta: float = 0.5,
-        threshold: float = 1.0,
-        reset_mechanism: str = "subtract",
-        spike_grad: "str | Surrogate" = "atan",
-        learn_beta: bool = False,
-        learn_threshold: bool = False,
         norm: str = "bn",
-        encoding: str = "direct",
-        decoding: str = "mean",
-        decode_beta: float = 0.9,
-        residual: bool = True,
-        rate_seed: int | None = 0,
-        checkpoint_segments: int | None = None,
+        **spiking: Any,
     ):
-        super().__init__()
-        self.in_channels = check_positive_int("in_channels", in_channels)
-        self.timesteps = check_timesteps(timesteps)
+        super().__init__(in_channels, beta=beta, **spiking)
         name = "full" if preset is None else preset
         if name not in SPIKER_IR_PRESETS:
             raise ConfigError(f"preset={preset!r} is not allowed; use one of {sorted(SPIKER_IR_PRESETS)} or None")
@@ -114,17 +96,8 @@ class SpikerIR(nn.Module):
         if len(ch) != 4 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in ch):
             raise ConfigError(f"channels={ch!r} is not allowed; give 4 integers >= 1")
         nb = check_positive_int("blocks", p["blocks"] if blocks is None else blocks)
-        check_coding(encoding, decoding, decode_beta)
         self.channels, self.blocks = ch, nb
-        self.decoding, self.decode_beta = decoding, float(decode_beta)
-        self.residual = bool(residual)
-        self.checkpoint_segments = checkpoint_segments
-
-        def make_neuron():
-            return build_neuron(
-                neuron, beta=beta, threshold=threshold, spike_grad=spike_grad,
-                reset_mechanism=reset_mechanism, learn_beta=learn_beta, learn_threshold=learn_threshold,
-            )
+        make_neuron, threshold = self.make_neuron, self.neuron_options["threshold"]
 
         def stack(c):
             return nn.Sequential(*[SpikingBlock(c, make_neuron, norm, threshold) for _ in range(nb)])
@@ -133,7 +106,7 @@ class SpikerIR(nn.Module):
             return _norm_or_identity(norm, c, threshold)
 
         bias = norm == "none"
-        self.embed = InputLayer(nn.Conv2d(in_channels, ch[0], 3, padding=1), timesteps, encoding, rate_seed)
+        self.embed = self.input_layer(nn.Conv2d(in_channels, ch[0], 3, padding=1))
         self.encoder = nn.ModuleList(stack(c) for c in ch)
         self.down = nn.ModuleList(
             _NeuronConvNorm(make_neuron, nn.Conv2d(ch[i], ch[i + 1], 3, 2, 1, bias=bias), nrm(ch[i + 1]))
@@ -148,7 +121,7 @@ class SpikerIR(nn.Module):
             _NeuronConvNorm(make_neuron, nn.Conv2d(2 * ch[i], ch[i], 1, bias=bias), nrm(ch[i])) for i in levels
         )
         self.decoder = nn.ModuleList(stack(ch[i]) for i in levels)
-        self.output = nn.Conv2d(ch[0], in_channels, 3, padding=1)
+        self.output = self.output_layer(nn.Conv2d(ch[0], in_channels, 3, padding=1))
 
     def _body(self, h: Tensor) -> Tensor:
         skips = []
@@ -168,4 +141,4 @@ class SpikerIR(nn.Module):
         current = self.embed(xp)
         h = run_over_time(self, self._body, current, self.checkpoint_segments)
         r = self.output(decode(h, self.decoding, self.decode_beta))[..., :H, :W]
-        return x + r if self.residual else r
+        return self.restored(x, r)

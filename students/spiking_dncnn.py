@@ -11,13 +11,14 @@ Layout (``depth`` convolutions in total; module paths for hints in brackets)::
 """
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
-from .encoding import InputLayer, check_coding, decode
-from .engine import check_timesteps, run_over_time
+from .base import SpikingRestorer
+from .encoding import InputLayer, decode
+from .engine import run_over_time
 from .layers import build_norm, check_input, check_positive_int, td_conv
-from .neurons import build_neuron
-from .surrogates import Surrogate
 
 __all__ = ["SpikingDnCNN"]
 
@@ -48,75 +49,33 @@ class _Head(nn.Module):
         return self.neuron(self.conv(x) if x.dim() == 4 else x)
 
 
-class SpikingDnCNN(nn.Module):
+class SpikingDnCNN(SpikingRestorer):
     """Spiking DnCNN denoiser.
 
     Args:
         in_channels: 1 (gray) or 3 (RGB).
         features: channels of the hidden layers.
         depth: number of convolutions (>= 2): head + ``depth - 2`` blocks + tail.
-        timesteps: T >= 1.
-        neuron: ``"lif"``, ``"if"``, ``"multi_threshold"`` or ``"relu"`` (ANN twin).
-        beta, threshold, reset_mechanism, spike_grad, learn_beta, learn_threshold: neuron options.
         norm: ``"bn"`` (BatchNorm over the folded T*B batch), ``"tdbn"`` (threshold-dependent BN)
             or ``"none"``.
-        encoding: ``"direct"`` or ``"rate"``; ``rate_seed`` seeds rate encoding (None = global RNG).
-        decoding: ``"mean"`` or ``"membrane"`` (with ``decode_beta``).
-        residual: add the prediction to the input (predict the noise).
-        checkpoint_segments: None, or split T into this many checkpointed chunks (bounds BPTT memory).
+        **spiking: the shared options of :class:`students.base.SpikingRestorer` (T, neuron, coding, ...).
     """
 
-    def __init__(
-        self,
-        in_channels: int = 1,
-        features: int = 32,
-        depth: int = 10,
-        timesteps: int = 4,
-        neuron: str = "lif",
-        beta: float = 0.9,
-        threshold: float = 1.0,
-        reset_mechanism: str = "subtract",
-        spike_grad: "str | Surrogate" = "atan",
-        learn_beta: bool = False,
-        learn_threshold: bool = False,
-        norm: str = "bn",
-        encoding: str = "direct",
-        decoding: str = "mean",
-        decode_beta: float = 0.9,
-        residual: bool = True,
-        rate_seed: int | None = 0,
-        checkpoint_segments: int | None = None,
-    ):
-        super().__init__()
-        self.in_channels = check_positive_int("in_channels", in_channels)
-        self.timesteps = check_timesteps(timesteps)
+    def __init__(self, in_channels: int = 1, features: int = 32, depth: int = 10, norm: str = "bn", **spiking: Any):
+        super().__init__(in_channels, **spiking)
         check_positive_int("features", features)
         check_positive_int("depth", depth, minimum=2)
-        check_coding(encoding, decoding, decode_beta)
-        self.decoding, self.decode_beta = decoding, float(decode_beta)
-        self.residual = bool(residual)
-        self.checkpoint_segments = checkpoint_segments
-
-        def make_neuron():
-            return build_neuron(
-                neuron, beta=beta, threshold=threshold, spike_grad=spike_grad,
-                reset_mechanism=reset_mechanism, learn_beta=learn_beta, learn_threshold=learn_threshold,
-            )
-
-        self.head = _Head(
-            InputLayer(nn.Conv2d(in_channels, features, 3, padding=1), timesteps, encoding, rate_seed),
-            make_neuron(),
-        )
+        self.head = _Head(self.input_layer(nn.Conv2d(in_channels, features, 3, padding=1)), self.make_neuron())
         use_norm = norm != "none"
         self.blocks = nn.ModuleList(
             _Block(
                 td_conv(features, features, 3, bias=not use_norm),
-                build_norm(norm, features, threshold=threshold),
-                make_neuron(),
+                build_norm(norm, features, threshold=self.neuron_options["threshold"]),
+                self.make_neuron(),
             )
             for _ in range(depth - 2)
         )
-        self.tail = nn.Conv2d(features, in_channels, 3, padding=1)
+        self.tail = self.output_layer(nn.Conv2d(features, in_channels, 3, padding=1))
 
     def _body(self, current: Tensor) -> Tensor:
         h = self.head(current)
@@ -129,4 +88,4 @@ class SpikingDnCNN(nn.Module):
         current = self.head.conv(x)
         h = run_over_time(self, self._body, current, self.checkpoint_segments)
         r = self.tail(decode(h, self.decoding, self.decode_beta))
-        return x + r if self.residual else r
+        return self.restored(x, r)

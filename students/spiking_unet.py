@@ -17,16 +17,17 @@ Inputs whose sides are not multiples of ``2**(levels-1)`` are padded (reflect) a
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from distill.errors import ConfigError
 
-from .encoding import InputLayer, check_coding, decode
-from .engine import TimeDistributed, check_timesteps, run_over_time
+from .base import SpikingRestorer
+from .encoding import InputLayer, decode
+from .engine import TimeDistributed, run_over_time
 from .layers import channels_for, check_input, check_positive_int, pad_to_multiple
-from .neurons import build_neuron
-from .surrogates import Surrogate
 
 __all__ = ["SpikingUNet", "UNET_PRESETS", "resolve_unet_preset"]
 
@@ -76,20 +77,18 @@ class _DecoderLevel(nn.Module):
         return self.act2(self.conv2(self.act1(self.conv1(h))))
 
 
-class SpikingUNet(nn.Module):
+class SpikingUNet(SpikingRestorer):
     """Spiking U-Net with multi-threshold neurons (defaults) and residual output.
 
     Args:
         in_channels: 1 or 3.
-        base_channels, levels: U-Net size (None = from ``preset``); ``width`` multiplies channels.
+        base_channels: channels of level 0 (None = from ``preset``).
+        levels: resolutions (None = from ``preset``).
+        width: multiplies every level's channels.
         preset: ``"full"`` (64, 5) or ``"tiny"`` (8, 3); default ``"full"``.
-        timesteps: T >= 1.
-        neuron: ``"multi_threshold"`` (default), ``"if"``, ``"lif"`` or ``"relu"`` (ANN twin).
-        threshold, spike_grad, learn_threshold, beta, reset_mechanism, learn_beta, init_membrane:
-            neuron options (``init_membrane`` is a fraction of threshold; conversion uses 0.125).
-        encoding, rate_seed, decoding, decode_beta: see :mod:`students.encoding`.
-        residual: output ``x + prediction``.
-        checkpoint_segments: None or the number of checkpointed time chunks.
+        neuron: ``"multi_threshold"`` (default here), ``"if"``, ``"lif"`` or ``"relu"`` (ANN twin).
+        **spiking: the shared options of :class:`students.base.SpikingRestorer` (T, threshold, coding, ...;
+            conversion sets ``init_membrane`` 0.125).
     """
 
     def __init__(
@@ -99,40 +98,14 @@ class SpikingUNet(nn.Module):
         levels: int | None = None,
         width: float = 1.0,
         preset: str | None = None,
-        timesteps: int = 4,
         neuron: str = "multi_threshold",
-        threshold: float = 1.0,
-        spike_grad: "str | Surrogate" = "atan",
-        learn_threshold: bool = False,
-        beta: float = 0.9,
-        reset_mechanism: str = "subtract",
-        learn_beta: bool = False,
-        init_membrane: float = 0.0,
-        encoding: str = "direct",
-        decoding: str = "mean",
-        decode_beta: float = 0.9,
-        residual: bool = True,
-        rate_seed: int | None = 0,
-        checkpoint_segments: int | None = None,
+        **spiking: Any,
     ):
-        super().__init__()
-        self.in_channels = check_positive_int("in_channels", in_channels)
-        self.timesteps = check_timesteps(timesteps)
+        super().__init__(in_channels, neuron=neuron, **spiking)
         base, nlev = resolve_unet_preset(preset, base_channels, levels)
-        check_coding(encoding, decoding, decode_beta)
         self.channels = channels_for(base, nlev, width)
         self.base_channels, self.levels, self.width = base, nlev, float(width)
-        self.decoding, self.decode_beta = decoding, float(decode_beta)
-        self.residual = bool(residual)
-        self.checkpoint_segments = checkpoint_segments
-        self.neuron_kind = neuron
-
-        def act():
-            return build_neuron(
-                neuron, beta=beta, threshold=threshold, spike_grad=spike_grad,
-                reset_mechanism=reset_mechanism, learn_beta=learn_beta, learn_threshold=learn_threshold,
-                init_membrane=init_membrane,
-            )
+        act = self.make_neuron
 
         def conv(cin, cout):
             return TimeDistributed(nn.Conv2d(cin, cout, 3, padding=1))
@@ -141,7 +114,7 @@ class SpikingUNet(nn.Module):
         encoders = []
         for i, c in enumerate(ch):
             if i == 0:
-                first = InputLayer(nn.Conv2d(in_channels, c, 3, padding=1), timesteps, encoding, rate_seed)
+                first = self.input_layer(nn.Conv2d(in_channels, c, 3, padding=1))
                 encoders.append(_EncoderLevel(None, first, act(), conv(c, c), act()))
             else:
                 pool = TimeDistributed(nn.AvgPool2d(2))
@@ -152,7 +125,7 @@ class SpikingUNet(nn.Module):
             up = TimeDistributed(nn.ConvTranspose2d(ch[i + 1], ch[i], 2, stride=2))
             decoders.append(_DecoderLevel(up, act(), conv(2 * ch[i], ch[i]), act(), conv(ch[i], ch[i]), act(), 2))
         self.decoders = nn.ModuleList(decoders)
-        self.out = nn.Conv2d(ch[0], in_channels, 1)
+        self.out = self.output_layer(nn.Conv2d(ch[0], in_channels, 1))
 
     def _body(self, current: Tensor) -> Tensor:
         h = self.encoders[0](current)
@@ -170,4 +143,4 @@ class SpikingUNet(nn.Module):
         current = self.encoders[0].conv1(xp)
         h = run_over_time(self, self._body, current, self.checkpoint_segments)
         r = self.out(decode(h, self.decoding, self.decode_beta))[..., :H, :W]
-        return x + r if self.residual else r
+        return self.restored(x, r)

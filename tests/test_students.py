@@ -1,18 +1,22 @@
 """Spiking students and their ANN twins: training, hints paths, encoding, pickling, determinism."""
 from __future__ import annotations
 
+import inspect
 import pickle
+import re
 import sys
 import types
 
 import pytest
 import torch
+from jsonargparse import ArgumentParser
 from torch import nn
 
 from distill.errors import ConfigError
+from students.base import SpikingRestorer
 from students.encoding import decode, decode_weights, rate_encode
 from students.esdnet import ESDNet
-from students.neurons import SpikingNeuron
+from students.neurons import LIF, MultiThresholdIF, SpikingNeuron
 from students.probes import firing_rates, probing
 from students.spiker_ir import SpikerIR
 from students.spiking_dncnn import SpikingDnCNN
@@ -77,6 +81,22 @@ def test_student_trains_and_loss_falls(name):
         model(noisy)
     rates = firing_rates(model)
     assert rates and all(0.0 <= r <= 1.0 for r in rates.values())
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_zero_tail_starts_as_identity_and_the_body_learns_after_one_step(name):
+    noisy, target = _batch()
+    torch.manual_seed(0)
+    model = make(name)
+    assert torch.equal(model(noisy), noisy)  # the default: a zero output conv
+    assert not torch.equal(make(name, zero_tail=False)(noisy), noisy)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(2):  # step 1 moves the output conv; step 2 reaches the body through it
+        opt.zero_grad()
+        (model(noisy) - target).abs().mean().backward()
+        opt.step()
+    first = next(p for n, p in model.named_parameters() if "weight" in n)
+    assert first.grad.abs().sum() > 0 and not torch.equal(model(noisy), noisy)
 
 
 @pytest.mark.parametrize("name", list(TINY))
@@ -184,6 +204,51 @@ def test_fresh_models_with_same_seed_agree():
 def test_timesteps_validated(cls, T):
     with pytest.raises(ConfigError, match=rf"timesteps={T!r}.*integer >= 1"):
         cls(timesteps=T)
+
+
+# what a recipe gets when it leaves these out: jsonargparse reads each student's signature and follows
+# **spiking into SpikingRestorer's, so an option whose default is the student's own must stay explicit
+RECIPE_DEFAULTS = {
+    SpikingDnCNN: {"in_channels": 1, "neuron": "lif", "beta": 0.9, "threshold": 1.0, "reset_mechanism": "subtract"},
+    SpikerIR: {"in_channels": 3, "neuron": "lif", "beta": 0.5, "threshold": 1.0, "reset_mechanism": "subtract"},
+    ESDNet: {"in_channels": 3, "neuron": "lif", "beta": 0.5, "threshold": 0.15, "reset_mechanism": "zero"},
+    SpikingUNet: {"in_channels": 1, "neuron": "multi_threshold", "beta": 0.9, "threshold": 1.0,
+                  "reset_mechanism": "subtract"},
+}
+
+
+@pytest.mark.parametrize("cls", list(RECIPE_DEFAULTS), ids=lambda c: c.__name__)
+def test_recipes_see_every_shared_option_with_the_students_own_defaults(cls):
+    parser = ArgumentParser()
+    parser.add_class_arguments(cls, "student")
+    defaults = parser.get_defaults().student.as_dict()
+    assert set(inspect.signature(SpikingRestorer).parameters) <= set(defaults)
+    assert {k: defaults[k] for k in RECIPE_DEFAULTS[cls]} == RECIPE_DEFAULTS[cls]
+
+
+@pytest.mark.parametrize("cls", list(RECIPE_DEFAULTS), ids=lambda c: c.__name__)
+def test_students_built_without_options_have_their_own_default_neurons(cls):
+    expected = RECIPE_DEFAULTS[cls]
+    model = cls(features=4, depth=3) if cls is SpikingDnCNN else cls(preset="tiny")
+    assert model.in_channels == expected["in_channels"] and model.neuron_kind == expected["neuron"]
+    neurons = [m for m in model.modules() if isinstance(m, SpikingNeuron)]
+    kind = {"lif": LIF, "multi_threshold": MultiThresholdIF}[expected["neuron"]]
+    assert neurons and all(type(n) is kind for n in neurons)
+    assert all(float(n.threshold) == pytest.approx(expected["threshold"]) for n in neurons)
+    if kind is LIF:
+        assert all(float(n.beta) == pytest.approx(expected["beta"]) for n in neurons)
+        assert all(n.reset_mechanism == expected["reset_mechanism"] for n in neurons)
+
+
+@pytest.mark.parametrize("name", list(TINY))
+@pytest.mark.parametrize(
+    "option,value",
+    [("timesteps", 0), ("in_channels", 0), ("neuron", "bogus"), ("threshold", -1.0), ("encoding", "bogus"),
+     ("decoding", "bogus"), ("decode_beta", 0.0)],
+)
+def test_bad_shared_option_is_a_config_error_naming_it(name, option, value):
+    with pytest.raises(ConfigError, match=re.escape(f"{option}={value!r}")):
+        make(name, **{option: value})
 
 
 @pytest.mark.parametrize(
