@@ -51,6 +51,8 @@ DEFAULT_TRAIN = REPO.parent / "shared" / "data" / "photos-train"
 DEFAULT_EVAL = REPO.parent / "shared" / "data" / "photos-eval"
 MANIFEST = "manifest.json"
 COLOURS = {1: "gray", 3: "rgb"}
+LEADERBOARD_COLUMNS = "model,teacher,task,dataset,sigma,timesteps,distill,seeds,protocol,psnr,ssim,delta_psnr,params," \
+                      "param_ratio,energy_uj,energy_ratio"
 
 
 @dataclass(frozen=True)
@@ -457,11 +459,13 @@ def render_summary(rows: list[dict[str, Any]]) -> str:
 
 
 def leaderboard(runs_dir: Path) -> str:
-    """``spikedistill leaderboard RUNS_DIR --format md --output RUNS_DIR/leaderboard.md`` (in-process)."""
+    """``spikedistill leaderboard RUNS_DIR --format md --columns ...`` (in-process), without the
+    steps column: the convergence table below measures speed against the no-hint student instead."""
     from distill.leaderboard import main as leaderboard_main
 
     out = runs_dir / "leaderboard.md"
-    leaderboard_main([str(runs_dir), "--format", "md", "--output", str(out), "--no-progress"])
+    leaderboard_main([str(runs_dir), "--format", "md", "--output", str(out), "--no-progress",
+                      "--columns", LEADERBOARD_COLUMNS])
     return out.read_text()
 
 
@@ -572,7 +576,7 @@ def main(argv: list[str] | None = None) -> None:
     if not manifest_path.is_file():
         raise SystemExit(f"{manifest_path} does not exist: run the benchmark first (without --table-only)")
     manifest = json.loads(manifest_path.read_text())
-    print("\n## spikedistill leaderboard " + str(runs_dir) + " --format md\n")
+    print(f"\n## spikedistill leaderboard {runs_dir} --format md --columns {LEADERBOARD_COLUMNS}\n")
     try:
         print(leaderboard(runs_dir))
     except SystemExit as exc:  # the leaderboard reports its own error (e.g. no results yet)

@@ -239,7 +239,8 @@ class Group:
     @property
     def block_key(self) -> tuple:
         r = self.first
-        return (str(r.data.get("task")), str(r.data.get("dataset")), str(r.data.get("sigma")))
+        return (str(r.data.get("task")), str(r.data.get("dataset")), str(r.data.get("sigma")),
+                str(r.data.get("channels")))
 
 
 def group_runs(runs: Sequence[Run]) -> list[Group]:
@@ -579,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"columns in order, space- or comma-separated; default: {','.join(DEFAULT_COLUMNS)}; "
                              "also available: variant, protocol")
     parser.add_argument("--bold-best", action="store_true",
-                        help="bold the best value of each column within each task/dataset/σ block")
+                        help="bold the best value of each column within each task/dataset/σ/colour block")
     parser.add_argument("--target", default=None,
                         help="convergence target label for the steps column (default: the most common, "
                              "e.g. teacher-1dB)")

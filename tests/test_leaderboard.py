@@ -212,11 +212,13 @@ def test_variant_names_list_entries_and_paths_briefly(runs):
 
 
 def test_gray_and_rgb_runs_are_labelled_by_protocol_not_variant(runs):
-    path = make_results(runs / "rgb", hints=True)
+    path = make_results(runs / "rgb", hints=True, psnr=31.0)
     data = json.loads(path.read_text())
     data["channels"] = 3
     data["config"]["model"]["init_args"]["student"]["init_args"]["in_channels"] = 3
     write_results(path, data)
-    text, rows, *_ = leaderboard(runs, "md")
+    text, rows, *_ = leaderboard(runs, "md", bold_best=True)
     assert rows == 3 and "Variant" not in text
-    assert sum("RGB" in line for line in text.splitlines()[2:]) == 1
+    rgb = [line for line in text.splitlines()[2:] if "RGB" in line]
+    assert len(rgb) == 1 and "31.00" in rgb[0]
+    assert "**30.10 ± 0.14**" in text and "**31.00**" not in text  # bold compares within a colour only
