@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Distillation quality at a fixed CPU step budget, through the real CLI.
 
-For each system (default: SPIDEN, the quickstart-style spiking DnCNN distilled from a DnCNN) and each
-colour mode (gray, RGB), at sigma = 25:
+For each system (default: one per seed system with a recipe: SPIDEN in gray and RGB, Spiking-UNet,
+ESDNet on synthetic rain, Bridge) and each of its colour modes, at sigma = 25:
 
-1. train the teacher on ``--train`` with its recipe (``spikedistill fit``), export its weights
-   (``spikedistill export``);
+1. for SPIDEN, train the DnCNN teacher on ``--train`` (``spikedistill fit``) and export its weights
+   (``spikedistill export``); the other systems use their recipes' shipped teachers;
 2. for each seed: the student with hints (the system's recipe, teacher = the exported weights) and
    the same student without hints (its no-hint twin recipe), interleaved hint / no-hint per seed;
 3. ``spikedistill leaderboard RUNS_DIR --format md`` for PSNR/SSIM, gap to the teacher, parameter and
@@ -17,12 +17,13 @@ curve; the scored model is the one after the last step, not a selected checkpoin
 noise is fixed per image (data seed 0), and all seeds see the same training crops (the data seed
 stays 0; ``seed_everything`` changes the initialisation), so hint and no-hint runs are paired.
 
-Every run is a subprocess ``python -m distill.cli fit ...`` (the ``spikedistill`` entry point), so
-each run directory holds the usual results.json, checkpoints and CSV logs; wandb is disabled.
+Every run goes through ``distill.cli`` (the ``spikedistill`` entry point; a subprocess each with
+``--jobs`` > 1), so each run directory holds the usual results.json, checkpoints and CSV logs; wandb is
+disabled. ``--jobs 2`` (the default) runs two independent chains at once.
 
 Example::
 
-    nice -n 5 python benchmarks/distill_quality.py --runs-dir runs/bench_quality \\
+    python benchmarks/distill_quality.py --runs-dir runs/bench_quality \\
         --train ../shared/data/photos-train --eval ../shared/data/photos-eval
     python benchmarks/distill_quality.py --runs-dir runs/bench_quality --table-only
 """
@@ -129,7 +130,7 @@ SYSTEMS: dict[str, System] = {
         ),
     )
 }
-DEFAULT_SYSTEMS = ("spiden_quickstart",)
+DEFAULT_SYSTEMS = ("spiden_quickstart", "spiking_unet", "esdnet", "bridge")  # one row per seed system
 
 
 @dataclass
@@ -485,14 +486,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", type=Path, default=REPO / "runs" / "bench_quality",
                    help="where the run directories, logs, manifest.json and leaderboard.md go")
     p.add_argument("--systems", nargs="+", default=list(DEFAULT_SYSTEMS), choices=list(SYSTEMS),
-                   help="systems to run (default: spiden_quickstart); " + "; ".join(
+                   help=f"systems to run (default: {' '.join(DEFAULT_SYSTEMS)}); " + "; ".join(
                        f"{k}: {s.label}" + ("" if s.available() else " [missing: " + ", ".join(s.missing()) + "]")
                        for k, s in SYSTEMS.items()))
     p.add_argument("--sigma", type=float, default=25.0, help="noise level of the denoising systems (default 25)")
     p.add_argument("--channels", nargs="+", type=int, default=[1, 3], choices=[1, 3], help="1 gray, 3 RGB (default both)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="student seeds (default 0 1)")
     p.add_argument("--teacher-steps", type=int, default=400,
-                   help="teacher optimizer steps (default 400: the whole default benchmark fits ~30 min on 2 shared cores)")
+                   help="teacher optimizer steps (default 400: with --jobs 2 the default benchmark takes ~35 min on 2 cores)")
     p.add_argument("--student-steps", type=int, default=200, help="student optimizer steps (default 200)")
     p.add_argument("--val-every", type=int, default=25,
                    help="student validation interval in steps: the resolution of the convergence table (default 25)")
@@ -502,11 +503,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads for the runs (default 1; 0 = torch's default, one per core)")
     p.add_argument("--isolate", action="store_true",
-                   help="run every CLI call in a fresh `python -m distill.cli` subprocess (default: in-process, "
-                        "which pays the Lightning/wandb imports once)")
-    p.add_argument("--jobs", type=int, default=1,
+                   help="with --jobs 1: run every CLI call in a fresh `python -m distill.cli` subprocess instead of "
+                        "in-process (which pays the Lightning/wandb imports once)")
+    p.add_argument("--jobs", type=int, default=2,
                    help="run this many independent chains at once (teacher + its students; each shipped-teacher "
-                        "system): 2 on a 2-core machine with --threads 1; implies --isolate when > 1")
+                        "system; default 2, for 2 cores with --threads 1); implies --isolate when > 1")
     p.add_argument("--resume", action="store_true", help="skip runs whose results.json already exists")
     p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
     p.add_argument("--table-only", action="store_true", help="only build the tables from RUNS_DIR/manifest.json")
