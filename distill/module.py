@@ -224,9 +224,18 @@ class RestorationBase(L.LightningModule):
             return
         self.tracker.update(self.global_step, scores[self.network_role]["psnr"], self.reference_psnr())
         self.measure_energy()
-        for name, value in self.energy_summary().items():
-            if value is not None:
-                self.log(f"energy/{name}", float(value), sync_dist=True)
+        for name, value in self.validation_summary().items():
+            self.log(name, float(value), sync_dist=True)
+
+    def validation_summary(self) -> dict[str, float]:
+        """What each validation logs besides the scores: energy (µJ, ratio, mean firing rate), parameter
+        counts and ratio, per-layer firing rates, and the step at which each convergence target was reached."""
+        summary = {f"energy/{k}": v for k, v in self.energy_summary().items()}
+        summary.update({f"params/{k}": v for k, v in self.parameter_counts().items()})
+        summary.update({f"firing/{layer}": rate for layer, rate in self.firing_rates.items()})
+        reached = self.tracker.summary(self.reference_psnr())
+        summary.update({f"convergence/steps_to_{label}": t["step"] for label, t in reached.items()})
+        return {k: v for k, v in summary.items() if v is not None}
 
     def on_test_epoch_start(self) -> None:
         self._samples = []

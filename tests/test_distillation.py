@@ -191,3 +191,29 @@ def test_every_teacher_serves_frozen_in_a_distillation_fit(tmp_path, name):
     for key, value in before.items():
         assert torch.equal(value, teacher.state_dict()[key]), key
     assert module.val_scores["teacher"]["psnr"] > 0
+
+
+def test_each_validation_logs_parameter_ratio_firing_rates_energy_and_convergence(tmp_path):
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    L.seed_everything(0)
+    module = tiny_module()
+    logger = CSVLogger(tmp_path, name="csv")
+    trainer(tmp_path, max_steps=4, val_check_interval=2, logger=logger).fit(module, datamodule=tiny_data())
+    rows = list(csv.DictReader(open(logger.log_dir + "/metrics.csv")))
+    validations = [r for r in rows if r.get("params/ratio")]
+    assert [int(r["step"]) for r in validations] == [1, 3]  # Lightning logs validation at the last step index
+    counts = module.parameter_counts()
+    row = validations[-1]
+    assert float(row["params/ratio"]) == pytest.approx(counts["teacher"] / counts["student"])
+    assert float(row["params/student"]) == counts["student"]
+    assert float(row["energy/ratio"]) == pytest.approx(module.energy_summary()["ratio"], rel=1e-6)
+    for layer, rate in module.firing_rates.items():
+        assert float(row[f"firing/{layer}"]) == pytest.approx(rate, rel=1e-6)
+    assert "firing/head.neuron" in row
+    # a target already met (0 dB) is logged with the step of the first validation; an unmet one is absent
+    module.tracker.targets.psnr = [0.0, 99.0]
+    summary = module.validation_summary()
+    assert summary["convergence/steps_to_0dB"] == 2 and "convergence/steps_to_99dB" not in summary
