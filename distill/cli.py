@@ -148,10 +148,10 @@ class SpikeDistillCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Also accept keys that address a list entry by index (`--model.init_args.hints.0.weight=0.5`):
         the list is resolved from the rest of the command line, edited and passed back whole."""
-        if isinstance(args, dict) or any(w in ("-h", "--help") for w in (args or sys.argv[1:])):
+        if not (args is None or isinstance(args, (list, tuple))):  # a dict or Namespace config
             return super().parse_arguments(parser, args)
         words, indexed = split_indexed(list(sys.argv[1:] if args is None else args))
-        if indexed:
+        if indexed and not {"-h", "--help"} & set(words):
             resolved = parser.parse_args([w for w in words if not w.startswith("--print_config")])
             prefix = f"{resolved.subcommand}." if resolved.get("subcommand") else ""
             words += apply_indexed(indexed, lambda key: resolved.get(prefix + key))
