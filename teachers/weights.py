@@ -81,7 +81,8 @@ def _torch_load(file: Path) -> Any:
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ValueError ...
-        restricted = "weights only load failed" in str(exc).lower()
+        text = str(exc).lower()  # a refused global (a pickled object), not bytes that are no pickle at all
+        restricted = "weights only load failed" in text and ("global" in text or "unsupported class" in text)
         if file.suffix == ".ckpt":
             try:
                 return torch.load(file, map_location="cpu", weights_only=False)
@@ -103,8 +104,10 @@ def _torch_load(file: Path) -> Any:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The gist of a torch.load error: its first line, or the unpickler's reason after torch's boilerplate."""
     text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    reason = text.partition("WeightsUnpickler error:")[2].strip()
+    return (reason or text).splitlines()[0][:200] if text else type(exc).__name__
 
 
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, Any], Path]:

@@ -220,6 +220,7 @@ def test_missing_file_names_the_file(tmp_path: Path) -> None:
     ("garbage.pth", b"this is not a checkpoint at all"),
     ("empty.pt", b""),
     ("garbage.ckpt", b"\x80\x04garbage"),
+    ("pickle-opcodes.pt", b"\x80\x02*garbage"),  # a pickle header then bytes no unpickler accepts
 ])
 def test_corrupt_file_names_the_file(tmp_path: Path, name: str, data: bytes) -> None:
     path = tmp_path / name
