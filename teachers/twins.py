@@ -6,6 +6,9 @@ with ``neuron="relu", timesteps=1``; these small named classes exist so recipes 
 A twin has no neuron parameters, so its ``state_dict`` equals the student's minus learnable
 ``beta``/``threshold`` entries (and neuron buffers), which lets twin weights initialise a student
 (``student.load_state_dict(twin.state_dict(), strict=False)``).
+
+Like DnCNN, a twin keeps the default initialisation of its last conv (``zero_tail=False``), which the
+shipped twin weights were trained from; ``zero_tail=True`` starts it as the identity, as students do.
 """
 from __future__ import annotations
 
@@ -41,9 +44,12 @@ class DnCNNTwin(SpikingDnCNN):
         depth: int = 10,
         norm: str = "bn",
         residual: bool = True,
+        zero_tail: bool = False,
         checkpoint: str | None = None,
     ):
-        super().__init__(in_channels, features, depth, timesteps=1, neuron="relu", norm=norm, residual=residual)
+        super().__init__(
+            in_channels, features, depth, timesteps=1, neuron="relu", norm=norm, residual=residual, zero_tail=zero_tail
+        )
         _load(self, checkpoint)
 
 
@@ -59,10 +65,12 @@ class UNetTwin(SpikingUNet):
         width: float = 1.0,
         preset: str | None = None,
         residual: bool = True,
+        zero_tail: bool = False,
         checkpoint: str | None = None,
     ):
         super().__init__(
-            in_channels, base_channels, levels, width, preset, timesteps=1, neuron="relu", residual=residual
+            in_channels, base_channels, levels, width, preset, timesteps=1, neuron="relu", residual=residual,
+            zero_tail=zero_tail,
         )
         _load(self, checkpoint)
 
@@ -79,11 +87,12 @@ class ESDNetTwin(ESDNet):
         preset: str | None = None,
         reduction_c: int = 16,
         residual: bool = True,
+        zero_tail: bool = False,
         checkpoint: str | None = None,
     ):
         super().__init__(
             in_channels, dim, encoder_blocks, decoder_blocks, preset, timesteps=1, neuron="relu",
-            reduction_c=reduction_c, residual=residual,
+            reduction_c=reduction_c, residual=residual, zero_tail=zero_tail,
         )
         _load(self, checkpoint)
 
@@ -99,9 +108,11 @@ class SpikerIRTwin(SpikerIR):
         preset: str | None = None,
         norm: str = "bn",
         residual: bool = True,
+        zero_tail: bool = False,
         checkpoint: str | None = None,
     ):
         super().__init__(
-            in_channels, channels, blocks, preset, timesteps=1, neuron="relu", norm=norm, residual=residual
+            in_channels, channels, blocks, preset, timesteps=1, neuron="relu", norm=norm, residual=residual,
+            zero_tail=zero_tail,
         )
         _load(self, checkpoint)

@@ -222,3 +222,13 @@ def test_injection_by_class_path_and_init_args() -> None:
         built = parser.instantiate_classes(parser.parse_object({"teacher": cfg})).teacher
         assert isinstance(built, cls) and built.in_channels in (1,)
     assert built.depth == 20 and not built.bn
+
+
+def test_twins_keep_the_default_tail_init_unless_asked() -> None:
+    from teachers.twins import DnCNNTwin, ESDNetTwin
+
+    x = torch.rand(1, 3, 16, 16)
+    torch.manual_seed(0)
+    assert not torch.equal(ESDNetTwin(preset="tiny")(x), x)  # the shipped twin weights were trained from this
+    assert torch.equal(ESDNetTwin(preset="tiny", zero_tail=True)(x), x)
+    assert torch.equal(DnCNNTwin(in_channels=3, features=8, depth=3, zero_tail=True)(x), x)
