@@ -271,17 +271,21 @@ def _name_variants(groups: list[Group]) -> None:
         if len(same) < 2:
             continue
         flats = [{k: v for k, v in flatten(g.first.config).items() if not _matches(k, IGNORED_KEYS)} for g in same]
-        keys = sorted({k for f in flats for k in f if len({json.dumps(x.get(k), default=str) for x in flats}) > 1})
+        keys = sorted({k for f in flats for k in f
+                       if len({json.dumps(x.get(k, "<unset>"), default=str) for x in flats}) > 1})
         for g, f in zip(same, flats):
-            parts = [f"{_short_key(k)}={_short_value(f.get(k))}" for k in keys[:3]]
-            g.variant = ", ".join(parts) + (", ..." if len(keys) > 3 else "") if parts else g.first.name
+            own = [k for k in keys if k in f]  # a `null` here vs a sub-config there: name the null once
+            parts = [f"{_short_key(k)}={_short_value(f[k])}" for k in own[:3]]
+            g.variant = ", ".join(parts) + (", ..." if len(own) > 3 else "") if parts else g.first.name
 
 
 def _short_key(key: str) -> str:
-    """`model.init_args.hints.0.weight` -> `hints[0].weight`; `data.init_args.sigma` -> `data.sigma`."""
+    """`model.init_args.hints.0.schedule.kind` -> `hints[0].schedule.kind`; `data.init_args.sigma` -> `data.sigma`."""
     parts = [p for p in key.split(".") if p != "init_args"]
-    tail = parts[-2:] if len(parts) < 3 or not parts[-2].isdigit() else parts[-3:]
-    return ".".join(tail).replace(".", "[", 1).replace(".", "].", 1) if len(tail) == 3 else ".".join(tail)
+    index = max((i for i, p in enumerate(parts) if p.isdigit() and i > 0), default=None)
+    if index is None:
+        return ".".join(parts[-2:])
+    return ".".join([f"{parts[index - 1]}[{parts[index]}]", *parts[index + 1:]])
 
 
 def _short_value(value: Any) -> Any:

@@ -222,3 +222,18 @@ def test_gray_and_rgb_runs_are_labelled_by_protocol_not_variant(runs):
     rgb = [line for line in text.splitlines()[2:] if "RGB" in line]
     assert len(rgb) == 1 and "31.00" in rgb[0]
     assert "**30.10 ± 0.14**" in text and "**31.00**" not in text  # bold compares within a colour only
+
+
+def test_variant_names_a_null_against_a_sub_config(runs):
+    path = make_results(runs / "decayed", hints=True)
+    data = json.loads(path.read_text())
+    data["config"]["model"]["init_args"]["hints"][0]["schedule"] = {"kind": "cosine", "decay_steps": 100}
+    write_results(path, data)
+    for name in ("hint-s0", "hint-s1"):
+        path = runs / name / "results.json"
+        data = json.loads(path.read_text())
+        data["config"]["model"]["init_args"]["hints"][0]["schedule"] = None
+        write_results(path, data)
+    text, *_ = leaderboard(runs, "md")
+    assert "hints[0].schedule=None" in text
+    assert "hints[0].schedule.decay_steps=100, hints[0].schedule.kind=cosine" in text
