@@ -19,12 +19,7 @@ if str(REPO) not in sys.path:
 from benchmarks import distill_quality, memory, train_speed  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # ---------------------------------------------------------------------------------------------------

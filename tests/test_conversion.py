@@ -15,13 +15,7 @@ from students.spiking_unet import SpikingUNet
 from teachers.unet import UNet
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: one intra-op thread is faster and steadier on a shared machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _camera() -> torch.Tensor:

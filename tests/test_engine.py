@@ -16,13 +16,7 @@ from students.surrogates import ATan, FastSigmoid, StraightThrough, Triangle
 T, B, C, H, W = 5, 2, 3, 6, 6
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: one intra-op thread is faster and steadier on a shared machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 class _Net(nn.Module):

@@ -21,13 +21,7 @@ from students.probes import (
 from students.surrogates import ATan, FastSigmoid, StraightThrough, Triangle, get_surrogate
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: one intra-op thread is faster and steadier on a shared machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # ---------------------------------------------------------------- surrogates
