@@ -339,6 +339,12 @@ def _text_cell(key: str, text: Any) -> Cell:
     return Cell(text, None, {key: "" if text == "—" else text})
 
 
+def _seed_count(group: Group) -> str:
+    """Distinct seeds; repeats of a seed (the same setting run twice) are named, since they are in the mean."""
+    seeds = len({json.dumps(r.seed, default=str) for r in group.runs})
+    return str(seeds) if seeds == len(group.runs) else f"{seeds} ({len(group.runs)} runs)"
+
+
 def _student_params(run: Run) -> float | None:
     params = run.data.get("params") or {}
     return _number(params.get(run.student_role))
@@ -396,7 +402,7 @@ def build_columns(groups: Sequence[Group], target: str | None) -> dict[str, Colu
         "timesteps": Column("timesteps", "T", True, None, lambda g: _text_cell("timesteps", g.first.data.get("timesteps"))),
         "distill": Column("distill", "Distillation", False, None, lambda g: _text_cell("distill", g.first.distill_label())),
         "variant": Column("variant", "Variant", False, None, lambda g: _text_cell("variant", g.variant)),
-        "seeds": Column("seeds", "Seeds", True, None, lambda g: _text_cell("seeds", len(g.runs))),
+        "seeds": Column("seeds", "Seeds", True, None, lambda g: _text_cell("seeds", _seed_count(g))),
         "protocol": Column("protocol", "Protocol", False, None, lambda g: _text_cell("protocol", g.first.protocol())),
         "psnr": Column("psnr", f"PSNR (dB{on})", True, "max",
                        lambda g: _stat_cell("psnr", g.values(lambda r: r.metric(r.student_role, "psnr")), 2)),

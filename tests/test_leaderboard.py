@@ -237,3 +237,11 @@ def test_variant_names_a_null_against_a_sub_config(runs):
     text, *_ = leaderboard(runs, "md")
     assert "hints[0].schedule=None" in text
     assert "hints[0].schedule.decay_steps=100, hints[0].schedule.kind=cosine" in text
+
+
+def test_seeds_counts_distinct_seeds_and_names_repeats(runs):
+    shutil.copytree(runs / "hint-s0", runs / "hint-s0-again")
+    text, *_ = leaderboard(runs, "md")
+    hint_row = next(line for line in text.splitlines() if "1 hint" in line)
+    plain_row = next(line for line in text.splitlines() if "| none |" in line)
+    assert "| 2 (3 runs) |" in hint_row and "| 2 |" in plain_row
