@@ -294,15 +294,20 @@ def build_neuron(
     learn_threshold: bool = False,
     init_membrane: float = 0.0,
 ) -> nn.Module:
-    """A neuron by name: ``"lif"``, ``"if"``, ``"multi_threshold"``, or ``"relu"`` (the ANN twin)."""
+    """A neuron by name: ``"lif"``, ``"if"``, ``"multi_threshold"``, or ``"relu"`` (the ANN twin).
+
+    ``beta`` is LIF's leak and is unused by the other kinds; asking to learn it there is an error.
+    """
+    if learn_beta and kind in ("if", "multi_threshold"):
+        raise ConfigError(f"learn_beta=True needs neuron='lif' (beta is the LIF leak); neuron={kind!r} has no beta")
     if kind == "lif":
         return LIF(beta, threshold, spike_grad, reset_mechanism, learn_beta, learn_threshold,
                    init_membrane=init_membrane)
     if kind == "if":
         return IF(threshold, spike_grad, reset_mechanism, learn_threshold, init_membrane=init_membrane)
     if kind == "multi_threshold":
-        return MultiThresholdIF(threshold, spike_grad=spike_grad, learn_threshold=learn_threshold,
-                                init_membrane=init_membrane)
+        return MultiThresholdIF(threshold, spike_grad=spike_grad, reset_mechanism=reset_mechanism,
+                                learn_threshold=learn_threshold, init_membrane=init_membrane)
     if kind == "relu":
         return nn.ReLU()
     raise ConfigError(f"neuron={kind!r} is not allowed; use one of {list(NEURON_KINDS)}")

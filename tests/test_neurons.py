@@ -88,6 +88,8 @@ def test_unknown_surrogate_names_value_and_allowed():
         (lambda: MultiThresholdIF(levels=(1.0, 2.0)), r"levels=\(1\.0, 2\.0\)"),
         (lambda: LIF(init_membrane=1.0), r"init_membrane=1\.0"),
         (lambda: build_neuron("izhikevich"), r"neuron='izhikevich'.*lif.*multi_threshold.*relu"),
+        (lambda: build_neuron("multi_threshold", reset_mechanism="zero"), r"reset_mechanism='zero'.*subtract"),
+        (lambda: build_neuron("if", learn_beta=True), r"learn_beta=True needs neuron='lif'.*neuron='if'"),
     ],
 )
 def test_config_errors_name_value_and_allowed(make, pattern):
