@@ -5,17 +5,19 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from distill.convergence import ConvergenceTargets
 from distill.energy import energy_ratio
 from distill.errors import CheckpointError, ConfigError, SpikeDistillError
-from distill.hints import Hint, HintSet
+from distill.hints import Hint, HintSet, flat_grad, grad_cap
 from distill.losses import RestorationLoss, pixel_loss
 from distill.modeling import count_parameters, network_args_to_ignore, run_model
 from distill.module import RestorationBase
 from distill.schedules import WeightSchedule, scheduled
+from distill.warm_start import WarmStart
 
 
 @dataclass
@@ -74,7 +76,8 @@ class DistillationModule(RestorationBase):
     """Frozen `teacher` + spiking `student`; hints and output distillation add to the restoration loss.
 
     The teacher stays in eval mode, has no gradients, is outside the optimizer, and is left out of
-    checkpoints (its path and SHA-256 are stored instead and checked on resume).
+    checkpoints (its path and SHA-256 are stored instead and checked on resume). Each validation measures
+    every hint's gradient against the restoration gradient on the latest training batch (`hint_history`).
     """
 
     network_role = "student"
@@ -95,7 +98,10 @@ class DistillationModule(RestorationBase):
         energy: str | dict[str, float] = "45nm-fp32",
         cache_teacher: bool = True,
         example_size: int = 64,
+        warm_start: WarmStart | None = None,
     ) -> None:
+        """``warm_start``: train the student's ANN twin first (optionally from the teacher's weights and towards its
+        output) and start the spiking training from its copy (distill/warm_start.py)."""
         if isinstance(example_size, bool) or not isinstance(example_size, int) or example_size < 1:
             raise ConfigError(
                 f"example_size={example_size!r} is not allowed: use an integer >= 1 (side of the dry-run image "
@@ -110,6 +116,9 @@ class DistillationModule(RestorationBase):
         self._teacher_cache: dict[str, tuple[Tensor, list[Tensor]]] = {}
         self.teacher_source = teacher_fingerprint(teacher)
         self.hint_set = build_hint_set(hints or [], teacher, student, example_size)
+        self._last_train_batch: dict[str, Any] | None = None
+        self.hint_history: list[list[dict[str, float]]] = [[] for _ in self.hint_set.hints]
+        self.warm_start = warm_start
 
     # ---- roles --------------------------------------------------------------------------------------
     @property
@@ -145,24 +154,102 @@ class DistillationModule(RestorationBase):
                 self._teacher_cache[name] = (out[i : i + 1].cpu(), [f[i : i + 1].cpu() for f in feats])
         return out, feats
 
-    def compute_losses(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
-        step = self.global_step
+    def loss_parts(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor | None, Tensor, list[Tensor]]:
+        """Prediction, teacher output, restoration loss and each hint's unweighted loss on `batch`."""
         with self.hint_set.capture(self.student, "student") as taps:
             pred = run_model(self.student, batch["input"], batch["sigma"])
-        teacher_out, teacher_feats = self.teacher_outputs(batch)
-        restoration, _ = self.restoration_loss(pred, batch["target"], step)
-        terms = {"restoration": restoration}
+        # a teacher that only scores (no hint, no output distillation) costs no forward pass in training
+        needed = bool(self.hint_set.hints) or self.output_distillation is not None
+        teacher_out, teacher_feats = self.teacher_outputs(batch) if needed else (None, [])
+        restoration, _ = self.restoration_loss(pred, batch["target"], self.global_step)
+        per_hint = []
         if self.hint_set.hints:
             student_feats = [tap.take() for tap in taps]
             timesteps = getattr(self.student, "timesteps", 1)
-            terms["hint"], per_hint = self.hint_set(student_feats, teacher_feats, timesteps, step)
-            for i, value in enumerate(per_hint):
+            per_hint = self.hint_set.losses(student_feats, teacher_feats, timesteps, batch["input"], batch["target"])
+        return pred, teacher_out, restoration, per_hint
+
+    def student_parameters(self) -> list[nn.Parameter]:
+        """The student's trainable parameters (shared by every loss term; adapters excluded)."""
+        return [p for p in self.student.parameters() if p.requires_grad]
+
+    def cap_factors(self, restoration: Tensor, weighted: list[Tensor]) -> list[Tensor | float]:
+        """Per hint, the detached factor capping its gradient at `max_grad_ratio` x the restoration gradient's norm.
+
+        1 for uncapped hints; the extra gradients are only computed when some hint has a cap.
+        """
+        ratios = [h.max_grad_ratio for h in self.hint_set.hints]
+        if all(r is None for r in ratios):
+            return [1.0] * len(ratios)
+        params = self.student_parameters()
+        restoration_norm = flat_grad(restoration, params).norm()
+        return [1.0 if r is None else grad_cap(r, restoration_norm, flat_grad(w, params).norm())
+                for r, w in zip(ratios, weighted)]
+
+    def compute_losses(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        step = self.global_step
+        pred, teacher_out, restoration, per_hint = self.loss_parts(batch)
+        terms = {"restoration": restoration}
+        if per_hint:
+            if self.training:
+                self._last_train_batch = {k: v.detach() if isinstance(v, Tensor) else v for k, v in batch.items()}
+            weighted = [w * loss for w, loss in zip(self.hint_set.weights(step), per_hint)]
+            factors = self.cap_factors(restoration, weighted)
+            terms["hint"] = sum(c * w for c, w in zip(factors, weighted))
+            for i, (hint, value, factor) in enumerate(zip(self.hint_set.hints, per_hint, factors)):
                 self.log(f"train/hint{i}", value, batch_size=pred.shape[0])
+                if hint.max_grad_ratio is not None:
+                    self.log(f"train/hint{i}_cap", factor, batch_size=pred.shape[0])
         od = self.output_distillation
         if od is not None:
             weight = scheduled(od.weight, od.schedule, step)
             terms["output_distillation"] = weight * pixel_loss(od.loss)(pred, teacher_out)
         return pred, terms
+
+    # ---- hint diagnostics ---------------------------------------------------------------------------
+    def hint_gradient_stats(self, batch: dict[str, Any]) -> list[dict[str, float]]:
+        """Per hint on `batch`, in train mode: `grad_ratio`, the norm of the WEIGHTED hint gradient (current
+        schedule weight and cap factor) over the restoration gradient's, and `grad_cosine`, the cosine of the
+        two, both on the student's parameters. Leaves `.grad`, the optimizer, BN statistics and the CPU RNG as
+        they were; works inside validation's inference mode."""
+        params = self.student_parameters()
+        buffers = [b for module in (self.student, self.hint_set) for b in module.buffers()]
+        mode = self.training
+        with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=[]):
+            saved = [b.clone() for b in buffers]
+            batch = {k: v.clone() if isinstance(v, Tensor) else v for k, v in batch.items()}
+            self.train()
+            try:
+                _, _, restoration, per_hint = self.loss_parts(batch)
+                g_r = flat_grad(restoration, params)
+                stats = []
+                for hint, w, loss in zip(self.hint_set.hints, self.hint_set.weights(self.global_step), per_hint):
+                    g_h = flat_grad(w * loss, params)
+                    if hint.max_grad_ratio is not None:
+                        g_h = g_h * grad_cap(hint.max_grad_ratio, g_r.norm(), g_h.norm())
+                    stats.append({"grad_ratio": float(g_h.norm() / (g_r.norm() + 1e-12)),
+                                  "grad_cosine": float(F.cosine_similarity(g_h, g_r, dim=0))})
+            finally:
+                self.train(mode)
+                for b, value in zip(buffers, saved):
+                    b.copy_(value)
+        return stats
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking and self._last_train_batch is not None:
+            for history, stats in zip(self.hint_history, self.hint_gradient_stats(self._last_train_batch)):
+                history.append({"step": self.global_step, **stats})
+            self._last_train_batch = None
+        super().on_validation_epoch_end()
+
+    def validation_summary(self) -> dict[str, float]:
+        """The base summary plus `hints/{i}/grad_ratio` and `hints/{i}/grad_cosine` of the latest measurement."""
+        summary = super().validation_summary()
+        for i, history in enumerate(self.hint_history):
+            if history:
+                summary[f"hints/{i}/grad_ratio"] = history[-1]["grad_ratio"]
+                summary[f"hints/{i}/grad_cosine"] = history[-1]["grad_cosine"]
+        return summary
 
     def evaluation_outputs(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         teacher_out, _ = self.teacher_outputs(batch, cache=True)
@@ -196,8 +283,15 @@ class DistillationModule(RestorationBase):
         results["teacher_source"] = self.teacher_source
         results["hints"] = [
             {"teacher": h.teacher, "student": h.student, "signal": h.student_signal, "time_reduce": h.time_reduce,
-             "adapter": h.adapter, "loss": h.loss, "weight": h.weight}
+             "adapter": h.adapter, "loss": h.loss, "weight": h.weight, "normalize": h.normalize,
+             "log_distance": h.log_distance, "max_grad_ratio": h.max_grad_ratio, "teacher_signal": h.teacher_signal,
+             "teacher_tail": h.teacher_tail}
             for h in self.hint_set.hints
+        ]
+        empty = {"step": None, "grad_ratio": None, "grad_cosine": None}
+        results["hint_diagnostics"] = [
+            {"label": h.label, **(history[-1] if history else empty), "history": history}
+            for h, history in zip(self.hint_set.hints, self.hint_history)
         ]
         return results
 
@@ -215,6 +309,7 @@ class DistillationModule(RestorationBase):
         for key in [k for k in state if k.startswith("teacher.")]:
             del state[key]
         checkpoint["teacher_source"] = self.teacher_source
+        checkpoint["hint_history"] = self.hint_history
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
@@ -228,6 +323,7 @@ class DistillationModule(RestorationBase):
                     f"{current['path'] + ' has ' + current['sha256'] if current else 'the teacher has no weight file'}; "
                     "restore the original teacher file or start a new run"
                 )
+        self.hint_history = checkpoint.get("hint_history", self.hint_history)
         state = checkpoint["state_dict"]
         for key, value in self.teacher.state_dict().items():
             state.setdefault(f"teacher.{key}", value)

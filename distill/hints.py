@@ -2,13 +2,16 @@
 
 Hooks live only for the duration of one forward pass (`capture`), so models never carry stale hooks.
 Student features are `[T, B, ...]` (spiking layers) or `[B, ...]` (analog heads); teacher features `[B, ...]`.
+Per hint, optionally: channel standardisation of both sides, a log-scaled distance, a cap on the hint's gradient
+relative to the restoration gradient (applied by DistillationModule), the teacher module's input instead of its
+output, and a teacher-tail loss (the adapted student feature re-enters the frozen teacher, CrossKD style).
 """
 from __future__ import annotations
 
 import difflib
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Iterator, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -23,11 +26,18 @@ Signal = Literal["spikes", "membrane", "current"]
 TimeReduce = Literal["mean", "last", "per_step"]
 AdapterKind = Literal["identity", "conv1x1", "conv_bn", "conv_stack"]
 HintLossKind = Literal["mse", "l1", "cosine", "attention"]
+Normalize = Literal["none", "channel", "bn"]
+TeacherSignal = Literal["post", "pre"]
 
-SIGNALS = ("spikes", "membrane", "current")
-TIME_REDUCES = ("mean", "last", "per_step")
-ADAPTERS = ("identity", "conv1x1", "conv_bn", "conv_stack")
-HINT_LOSSES = ("mse", "l1", "cosine", "attention")
+SIGNALS = get_args(Signal)
+TIME_REDUCES = get_args(TimeReduce)
+ADAPTERS = get_args(AdapterKind)
+HINT_LOSSES = get_args(HintLossKind)
+NORMALIZES = get_args(Normalize)
+TEACHER_SIGNALS = get_args(TeacherSignal)
+TAIL_LOSSES = ("mse", "l1")
+#: epsilon of the channel standardisation (as BatchNorm's default)
+NORM_EPS = 1e-5
 
 
 @dataclass
@@ -36,6 +46,17 @@ class Hint:
 
     `student_signal`: the module's output ("spikes"), its input ("current", the pre-neuron current when the
     path is a neuron) or a neuron's membrane potential ("membrane").
+    `teacher_signal`: the teacher module's output ("post") or its input ("pre", e.g. a ReLU's pre-activation).
+    `normalize`: standardise each channel of both sides (student after the adapter, and teacher) over batch,
+    time-merged steps and space before the distance, `(x - mean_c) / sqrt(var_c + 1e-5)` with the biased
+    variance; "channel" computes it by hand, "bn" with torch's batch-norm kernel (affine-free, batch statistics,
+    no running statistics: hint losses exist only in training). Either makes the adapter's bias a no-op.
+    `log_distance`: the loss is `log(1 + d)` of the distance `d` (SRD's log-scaled distance).
+    `max_grad_ratio`: every training step, the hint's (weighted) gradient on the student's parameters is scaled
+    down to at most this multiple of the restoration gradient's norm (adapters are not counted).
+    `teacher_tail`: instead of a feature distance, the adapted student feature replaces the teacher's feature and
+    runs through the rest of the frozen teacher; `loss` ("l1" or "mse") compares that output with the clean
+    target. Gradients flow through the teacher to the adapter and student. Teachers: DnCNN and DnCNNTwin.
     """
 
     teacher: str
@@ -47,6 +68,11 @@ class Hint:
     weight: float = 1.0
     schedule: WeightSchedule | None = None
     resize: bool = False
+    normalize: Normalize = "none"
+    log_distance: bool = False
+    max_grad_ratio: float | None = None
+    teacher_signal: TeacherSignal = "post"
+    teacher_tail: bool = False
 
     def __post_init__(self) -> None:
         for field, value, allowed in (
@@ -54,11 +80,29 @@ class Hint:
             ("time_reduce", self.time_reduce, TIME_REDUCES),
             ("adapter", self.adapter, ADAPTERS),
             ("loss", self.loss, HINT_LOSSES),
+            ("normalize", self.normalize, NORMALIZES),
+            ("teacher_signal", self.teacher_signal, TEACHER_SIGNALS),
         ):
             if value not in allowed:
                 raise ConfigError(f"hint {field}={value!r} is not one of {list(allowed)}")
         if isinstance(self.weight, bool) or not isinstance(self.weight, (int, float)) or self.weight < 0:
             raise ConfigError(f"hint weight={self.weight!r} must be a number >= 0")
+        for field in ("log_distance", "teacher_tail"):
+            if not isinstance(getattr(self, field), bool):
+                raise ConfigError(f"hint {field}={getattr(self, field)!r} must be true or false")
+        ratio = self.max_grad_ratio
+        if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0):
+            raise ConfigError(f"hint max_grad_ratio={ratio!r} must be null (no cap) or a number > 0")
+        if self.teacher_tail and self.loss not in TAIL_LOSSES:
+            raise ConfigError(
+                f"hint {self.label}: teacher_tail compares the teacher's output image with the target, so "
+                f"loss={self.loss!r} is not allowed; use one of {list(TAIL_LOSSES)}"
+            )
+        if self.teacher_tail and self.normalize != "none":
+            raise ConfigError(
+                f"hint {self.label}: teacher_tail feeds the adapted feature to the teacher at its own scale, so "
+                f"normalize={self.normalize!r} is not allowed; use 'none'"
+            )
 
     @property
     def label(self) -> str:
@@ -94,6 +138,11 @@ class FeatureTap:
             raise ConfigError(
                 f"student_signal='membrane' needs a spiking neuron, but {path!r} is a {type(module).__name__}; "
                 "point the hint at a neuron module or use 'spikes' / 'current'"
+            )
+        if signal == "current" and getattr(module, "inplace", False):
+            raise ConfigError(
+                f"the input of {path!r} cannot be captured: it is an in-place {type(module).__name__}, which "
+                "overwrites its input with its output; tap the module before it instead"
             )
         self.module, self.signal, self.path = module, signal, path
         self.parts: list[Tensor] = []
@@ -174,13 +223,96 @@ def hint_distance(kind: HintLossKind, student: Tensor, teacher: Tensor) -> Tenso
     return (attention_map(student) - attention_map(teacher)).pow(2).sum(1).mean()
 
 
-class HintHead(nn.Module):
-    """Adapter plus time alignment plus distance for one hint."""
+def normalize_feature(kind: Normalize, feature: Tensor) -> Tensor:
+    """`[N, C, H, W]` with each channel standardised over N, H and W ("channel", "bn"), or as is ("none")."""
+    if kind == "none":
+        return feature
+    if kind == "bn":
+        return F.batch_norm(feature, None, None, training=True, eps=NORM_EPS)
+    mean = feature.mean((0, 2, 3), keepdim=True)
+    var = feature.var((0, 2, 3), correction=0, keepdim=True)
+    return (feature - mean) / torch.sqrt(var + NORM_EPS)
 
-    def __init__(self, hint: Hint, student_shape: torch.Size, teacher_shape: torch.Size) -> None:
-        """`student_shape` is `[T, B, C, H, W]`, `teacher_shape` is `[B, C, H, W]`."""
+
+def repeat_steps(images: Tensor, steps: int) -> Tensor:
+    """`[B, ...]` repeated for each of `steps` time steps, time-merged: `[steps * B, ...]`."""
+    return images.unsqueeze(0).expand(steps, *images.shape).flatten(0, 1)
+
+
+def flat_grad(loss: Tensor, params: list[nn.Parameter]) -> Tensor:
+    """d`loss`/d`params` as one flat vector (zeros where `loss` does not reach); the graph is kept."""
+    grads = [None] * len(params)
+    if loss.requires_grad and params:
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    flat = [(p.new_zeros(p.shape) if g is None else g).flatten() for p, g in zip(params, grads)]
+    return torch.cat(flat) if flat else loss.new_zeros(0)
+
+
+def grad_cap(max_ratio: float, restoration_norm: Tensor, hint_norm: Tensor) -> Tensor:
+    """The detached factor `min(1, max_ratio * |grad R| / |grad H|)` that caps a hint's gradient norm (1 when
+    the hint has no gradient there, so its adapter still trains)."""
+    factor = (max_ratio * restoration_norm / (hint_norm + 1e-12)).clamp(max=1.0)
+    return torch.where(hint_norm > 0, factor, torch.ones_like(factor)).detach()
+
+
+@dataclass(eq=False)
+class TeacherTail:
+    """The frozen teacher from a tapped feature on: `stages` in order, then the teacher's output step.
+
+    Not a module, so the teacher's weights never join the adapters' parameters or state.
+    """
+
+    teacher: nn.Module
+    stages: list[nn.Module]
+    time_major: bool
+
+    def __call__(self, feature: Tensor, image: Tensor) -> Tensor:
+        """The teacher's output for `image` with `feature` (`[N, C, H, W]`) in place of its own at the tap."""
+        h = feature.unsqueeze(0) if self.time_major else feature
+        for stage in self.stages:
+            h = stage(h)
+        if self.time_major:  # a DnCNN twin: T = 1, so decoding is h[0]
+            return self.teacher.restored(image, self.teacher.tail(h[0]))
+        return image - h
+
+
+def teacher_tail(teacher: nn.Module, path: str, signal: TeacherSignal) -> TeacherTail:
+    """The part of `teacher` after module `path` (from it on, for `signal="pre"`), or a ConfigError."""
+    from students.spiking_dncnn import SpikingDnCNN
+    from teachers.dncnn import DnCNN
+
+    name = type(teacher).__name__
+    if isinstance(teacher, DnCNN) and type(teacher).forward is DnCNN.forward:
+        stages = [(f"body.{n}", m) for n, m in teacher.body.named_children()]
+    elif isinstance(teacher, SpikingDnCNN) and type(teacher).forward is SpikingDnCNN.forward and teacher.timesteps == 1:
+        stages = [("head.neuron", teacher.head.neuron)] + [
+            (f"blocks.{i}.{n}", m) for i, block in enumerate(teacher.blocks) for n, m in block.named_children()
+        ]
+    else:
+        raise ConfigError(
+            f"teacher_tail is not supported for the teacher {name}: its forward is not a flat sequence that the "
+            "student feature can re-enter after the tapped module; supported teachers: DnCNN, DnCNNTwin (T = 1)"
+        )
+    names = [n for n, _ in stages]
+    inside = [i for i, n in enumerate(names) if n == path or n.startswith(path + ".")]
+    if not inside:
+        raise ConfigError(
+            f"teacher_tail: {path!r} is not on the main path of {name}; use one of {names} or a block holding them"
+        )
+    start = inside[0] if signal == "pre" else inside[-1] + 1
+    return TeacherTail(teacher, [m for _, m in stages[start:]], isinstance(teacher, SpikingDnCNN))
+
+
+class HintHead(nn.Module):
+    """Adapter plus time alignment plus distance (or the teacher's tail and a pixel loss) for one hint."""
+
+    def __init__(
+        self, hint: Hint, student_shape: torch.Size, teacher_shape: torch.Size, tail: TeacherTail | None = None
+    ) -> None:
+        """`student_shape` is `[T, B, C, H, W]`, `teacher_shape` is `[B, C, H, W]`; `tail` for teacher-tail hints."""
         super().__init__()
         self.hint = hint
+        self.tail = tail
         if len(student_shape) != 5 or len(teacher_shape) != 4:
             raise ConfigError(
                 f"hint {hint.label}: needs image features [C, H, W], got student {tuple(student_shape[2:])} "
@@ -202,19 +334,32 @@ class HintHead(nn.Module):
             hint.adapter, s_channels, t_channels
         )
 
-    def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
-        """Hint loss between a `[T, B, C, H, W]` student feature and a `[B, C, H, W]` teacher feature."""
-        reduce = self.hint.time_reduce
-        if reduce == "mean":
+    def forward(
+        self, student: Tensor, teacher: Tensor, image: Tensor | None = None, target: Tensor | None = None
+    ) -> Tensor:
+        """Hint loss between a `[T, B, C, H, W]` student feature and a `[B, C, H, W]` teacher feature.
+
+        A teacher-tail hint instead compares the teacher's output from the adapted feature with the clean
+        `target`, `image` being the degraded input.
+        """
+        hint = self.hint
+        if hint.time_reduce == "mean":
             student = student.mean(0, keepdim=True)
-        elif reduce == "last":
+        elif hint.time_reduce == "last":
             student = student[-1:]
         steps = student.shape[0]
         adapted = self.adapter(student.flatten(0, 1))
         if adapted.shape[-2:] != teacher.shape[-2:]:
             adapted = F.interpolate(adapted, size=teacher.shape[-2:], mode="bilinear", align_corners=False)
-        target = teacher.unsqueeze(0).expand(steps, *teacher.shape).flatten(0, 1)
-        return hint_distance(self.hint.loss, adapted, target)
+        if self.tail is None:
+            adapted = normalize_feature(hint.normalize, adapted)
+            reference = normalize_feature(hint.normalize, repeat_steps(teacher, steps))
+        elif image is None or target is None:
+            raise ValueError(f"teacher-tail hint {hint.label} needs the input image and the clean target")
+        else:
+            adapted, reference = self.tail(adapted, repeat_steps(image, steps)), repeat_steps(target, steps)
+        distance = hint_distance(hint.loss, adapted, reference)
+        return torch.log1p(distance) if hint.log_distance else distance
 
 
 class HintSet(nn.Module):
@@ -229,13 +374,15 @@ class HintSet(nn.Module):
         for hint in self.hints:
             resolve_module(teacher, hint.teacher, "teacher")
             resolve_module(student, hint.student, "student")
+        tails = [teacher_tail(teacher, h.teacher, h.teacher_signal) if h.teacher_tail else None for h in self.hints]
         self.heads = nn.ModuleList()
         if not self.hints:
             return
         s_feats, t_feats = self.dry_run(teacher, student, example)
         timesteps = getattr(student, "timesteps", 1)
-        for hint, s, t in zip(self.hints, s_feats, t_feats):
-            self.heads.append(HintHead(hint, time_major(s, timesteps, example.shape[0]).shape, teacher_feature(t).shape))
+        for hint, s, t, tail in zip(self.hints, s_feats, t_feats, tails):
+            s_shape, t_shape = time_major(s, timesteps, example.shape[0]).shape, teacher_feature(t).shape
+            self.heads.append(HintHead(hint, s_shape, t_shape, tail))
 
     def dry_run(self, teacher: nn.Module, student: nn.Module, example: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """Run both models once on `example` to learn every hint's feature shapes."""
@@ -259,7 +406,7 @@ class HintSet(nn.Module):
         taps = [
             FeatureTap(
                 resolve_module(model, getattr(h, role), role),
-                h.student_signal if role == "student" else "spikes",
+                h.student_signal if role == "student" else ("current" if h.teacher_signal == "pre" else "spikes"),
                 getattr(h, role),
             )
             for h in self.hints
@@ -269,16 +416,25 @@ class HintSet(nn.Module):
                 stack.enter_context(tap.attached())
             yield taps
 
-    def forward(
-        self, student_feats: list[Tensor], teacher_feats: list[Tensor], timesteps: int, step: int
-    ) -> tuple[Tensor, list[Tensor]]:
-        """Weighted sum of hint losses at `step`, and each hint's unweighted loss."""
+    def losses(
+        self, student_feats: list[Tensor], teacher_feats: list[Tensor], timesteps: int,
+        image: Tensor | None = None, target: Tensor | None = None,
+    ) -> list[Tensor]:
+        """Each hint's unweighted loss; teacher-tail hints need the input `image` and the clean `target`."""
         losses = []
-        total = None
         for head, s, t in zip(self.heads, student_feats, teacher_feats):
             t = teacher_feature(t)
-            loss = head(time_major(s, timesteps, t.shape[0]), t)
-            losses.append(loss)
-            weighted = scheduled(head.hint.weight, head.hint.schedule, step) * loss
-            total = weighted if total is None else total + weighted
-        return total, losses
+            losses.append(head(time_major(s, timesteps, t.shape[0]), t, image, target))
+        return losses
+
+    def weights(self, step: int) -> list[float]:
+        """Each hint's scheduled weight at `step`."""
+        return [scheduled(h.weight, h.schedule, step) for h in self.hints]
+
+    def forward(
+        self, student_feats: list[Tensor], teacher_feats: list[Tensor], timesteps: int, step: int,
+        image: Tensor | None = None, target: Tensor | None = None,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Weighted sum of hint losses at `step`, and each hint's unweighted loss."""
+        losses = self.losses(student_feats, teacher_feats, timesteps, image, target)
+        return sum(w * loss for w, loss in zip(self.weights(step), losses)), losses

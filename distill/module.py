@@ -25,6 +25,7 @@ from distill.modeling import count_parameters, network_args_to_ignore, run_model
 from distill.plots import log_figures_to_loggers, run_figures
 from distill.prediction import save_png
 from distill.results import run_metadata, write_results
+from distill.warm_start import WarmStart, run_warm_start
 from students.probes import firing_rates, overall_firing_rate, probing
 
 
@@ -87,6 +88,8 @@ class RestorationBase(L.LightningModule):
         self._samples: list[tuple[str, dict[str, Tensor]]] = []  # (name, {role: [C, H, W]}) for the image grid
         self.val_scores: dict[str, dict[str, float]] = {}
         self.test_scores: dict[str, dict[str, float]] = {}
+        self.warm_start: WarmStart | None = None  # set by subclasses that take the option
+        self.warm_start_report: dict[str, Any] | None = None
 
     # ---- what is trained and scored -------------------------------------------------------------
     @property
@@ -116,6 +119,12 @@ class RestorationBase(L.LightningModule):
                 f"{self.network_role} expects {expected} ({names.get(expected, '?')}); set "
                 f"data.init_args.channels: {expected} or build the {self.network_role} with in_channels: {channels}"
             )
+
+    def on_fit_start(self) -> None:
+        """Run the warm start once per run (a resumed run restores its report instead); its time counts as training."""
+        if self.warm_start is not None and self.warm_start_report is None:
+            self.warm_start_report = run_warm_start(self, self.warm_start)
+            self.tracker.train_seconds += self.warm_start_report["seconds"]
 
     def configure_optimizers(self) -> Any:
         optimizer = self._build("optimizer", self.optimizer_factory, self.trainable_parameters())
@@ -310,11 +319,13 @@ class RestorationBase(L.LightningModule):
                 "check the data and loss weights"
             )
         checkpoint["convergence"] = self.tracker.state_dict()
+        checkpoint["warm_start"] = self.warm_start_report
         align_loader_states(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "convergence" in checkpoint:
             self.tracker.load_state_dict(checkpoint["convergence"])
+        self.warm_start_report = checkpoint.get("warm_start")
 
     def parameter_counts(self) -> dict[str, Any]:
         return {self.network_role: count_parameters(self.network)}
@@ -334,6 +345,7 @@ class RestorationBase(L.LightningModule):
                 **self.energy_summary(),
             },
             "firing_rates": self.firing_rates,
+            "warm_start": self.warm_start_report,
             "convergence": {
                 "targets": self.tracker.summary(self.reference_psnr()),
                 "history": self.tracker.history,
@@ -372,10 +384,13 @@ class RestorationModule(RestorationBase):
         crop_border: int = 0,
         convergence: ConvergenceTargets | None = None,
         energy: str | dict[str, float] = "45nm-fp32",
+        warm_start: WarmStart | None = None,
     ) -> None:
+        """``warm_start``: train the spiking model's ANN twin first and start from its copy (distill/warm_start.py)."""
         super().__init__(restoration_loss, optimizer, scheduler, y_channel, crop_border, convergence, energy)
         self.save_hyperparameters(ignore=network_args_to_ignore("model"))
         self.model = model
+        self.warm_start = warm_start
 
     @property
     def network(self) -> nn.Module:

@@ -32,6 +32,7 @@ __all__ = [
     "LIF",
     "IF",
     "MultiThresholdIF",
+    "QCFS",
     "RESET_MECHANISMS",
     "NEURON_KINDS",
     "build_neuron",
@@ -281,6 +282,39 @@ class MultiThresholdIF(SpikingNeuron):
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}, " + super().extra_repr()
+
+
+class QCFS(nn.Module):
+    """Quantisation-clip-floor-shift activation (Bu et al., ICLR 2022) for spike-aware ANN twins.
+
+    ``y = clamp(floor(L * z / threshold + 0.5), 0, L) / L``: the rate (in [0, 1], spikes per step) that
+    an IF neuron with this ``threshold``, soft reset and a start at half the threshold emits over
+    T = L steps of the constant current ``z``. So a twin trained with it converts to IF neurons by a
+    plain weight copy (:func:`students.transfer.copy_twin`). The backward is the straight-through
+    gradient of ``clamp(z / threshold, 0, 1)``. Works on any shape (``[T, B, ...]`` included).
+
+    Args:
+        levels: L, the student's time steps.
+        threshold: the matching IF threshold (> 0).
+        learn_threshold: make the threshold a scalar ``nn.Parameter``.
+    """
+
+    def __init__(self, levels: int = 4, threshold: float = 1.0, learn_threshold: bool = False):
+        super().__init__()
+        self.levels = engine.check_timesteps(levels, "QCFS levels")
+        th = torch.tensor(_check_threshold(threshold, "QCFS"), dtype=torch.float32)
+        if learn_threshold:
+            self.threshold = nn.Parameter(th)
+        else:
+            self.register_buffer("threshold", th)
+
+    def forward(self, z: Tensor) -> Tensor:
+        soft = (z / self.threshold).clamp(0.0, 1.0)
+        hard = torch.floor(soft.detach() * self.levels + 0.5) / self.levels
+        return soft + (hard - soft).detach()
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}, threshold={float(self.threshold.detach()):g}"
 
 
 def build_neuron(

@@ -1,0 +1,147 @@
+"""Warm start of a spiking student, run at the start of a fit: train its spike-aware ANN twin (optionally
+started from the teacher's weights and pulled towards the teacher's output), copy it into the student,
+calibrate the firing rates, then let the spiking fine-tune begin. The phase's time counts in the run's
+training seconds, so arms with and without it compare at equal wall-clock (see students/transfer.py)."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import default_collate
+
+from distill.errors import ConfigError
+from distill.modeling import run_model
+from students.transfer import (
+    calibrate_rates, channel_rates, copy_twin, init_thresholds, make_twin, neuron_paths, select_from_dncnn,
+)
+
+#: the twin's crops come from epochs far past any fit's, so the spiking phase sees the same crops in every arm
+WARM_EPOCH_OFFSET = 1_000_000
+
+
+@dataclass
+class WarmStart:
+    """Recipe options of the warm start (``model.init_args.warm_start``).
+
+    Args:
+        twin_steps: optimizer steps of the ANN twin (QCFS activations, T = 1, so each costs about 1/5 of a
+            spiking step at T = 4).
+        lr: the twin's Adam learning rate, cosine-decayed to 1% over ``twin_steps``.
+        select_from_teacher: start the twin from evenly spaced channels of the teacher's layers
+            (a ``teachers.dncnn.DnCNN`` teacher and a ``norm='none'`` SpikingDnCNN student).
+        teacher_output_weight: weight of an L1 pull of the twin's output towards the teacher's output.
+        calibrate: after the copy, shift each layer's biases until every channel fires at the twin's rate.
+        calibration_patches: training patches that set the thresholds and calibrate the rates.
+        threshold_percentile: percentile of the positive pre-activations that sets each starting threshold.
+        eval_images: validation images scored after each stage (twin, copy, calibration); 0 = none.
+    """
+
+    twin_steps: int = 1000
+    lr: float = 2e-3
+    select_from_teacher: bool = False
+    teacher_output_weight: float = 0.0
+    calibrate: bool = True
+    calibration_patches: int = 16
+    threshold_percentile: float = 99.0
+    eval_images: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("twin_steps", "calibration_patches", "eval_images"):
+            value = getattr(self, name)
+            minimum = 1 if name == "calibration_patches" else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(f"warm_start {name}={value!r} is not allowed; it must be an integer >= {minimum}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"warm_start lr={self.lr!r} is not allowed; it must be a number > 0")
+        if not (isinstance(self.teacher_output_weight, (int, float)) and self.teacher_output_weight >= 0):
+            raise ConfigError(
+                f"warm_start teacher_output_weight={self.teacher_output_weight!r} is not allowed; it must be >= 0"
+            )
+        if not (0 < self.threshold_percentile <= 100):
+            raise ConfigError(
+                f"warm_start threshold_percentile={self.threshold_percentile!r} is not allowed; it must be in (0, 100]"
+            )
+
+
+def _patches(dataset: Any, epoch: int, indices: range, device: torch.device) -> dict[str, Tensor]:
+    batch = default_collate([dataset[(WARM_EPOCH_OFFSET + epoch, i)] for i in indices])
+    return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+
+@torch.no_grad()
+def _val_psnr(model: nn.Module, datamodule: Any, images: int, device: torch.device) -> float | None:
+    """Mean PSNR (dB, data range 1) of ``model`` on the first ``images`` validation images."""
+    if images == 0:
+        return None
+    was_training = model.training
+    model.eval()
+    scores = []
+    try:
+        for batch in datamodule.val_dataloader():
+            x, target = batch["input"].to(device), batch["target"].to(device)
+            out = run_model(model, x, batch["sigma"].to(device)).clamp(0, 1)
+            mse = (out - target).pow(2).flatten(1).mean(1)
+            scores += (-10 * torch.log10(mse)).tolist()
+            if len(scores) >= images:
+                break
+    finally:
+        model.train(was_training)
+    return round(sum(scores[:images]) / len(scores[:images]), 3)
+
+
+def run_warm_start(module: Any, config: WarmStart) -> dict[str, Any]:
+    """Train the student's twin, copy and calibrate it into the student in place; return the phase's report."""
+    datamodule = module.trainer.datamodule
+    student, device = module.network, module.device
+    teacher = getattr(module, "teacher", None)
+    if (config.select_from_teacher or config.teacher_output_weight) and teacher is None:
+        raise ConfigError(
+            "warm_start select_from_teacher / teacher_output_weight need a teacher: use "
+            "distill.distillation.DistillationModule, or turn them off for a student trained alone"
+        )
+    dataset = datamodule.train_dataset()
+    started = time.perf_counter()
+    twin = make_twin(student).to(device)
+    calibration = _patches(dataset, 0, range(config.calibration_patches), device)["input"]
+    if config.select_from_teacher:
+        select_from_dncnn(teacher, twin, calibration, config.threshold_percentile)
+    else:
+        init_thresholds(twin, calibration, config.threshold_percentile)
+    twin.train()
+    optimizer = torch.optim.Adam(twin.parameters(), lr=config.lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, config.twin_steps), config.lr / 100)
+    per_epoch = max(1, len(dataset) // datamodule.batch_size)
+    for step in range(config.twin_steps):
+        epoch, i = divmod(step, per_epoch)
+        batch = _patches(dataset, epoch, range(i * datamodule.batch_size, (i + 1) * datamodule.batch_size), device)
+        pred = run_model(twin, batch["input"], batch["sigma"])
+        loss, _ = module.restoration_loss(pred, batch["target"], step)
+        if config.teacher_output_weight:
+            with torch.no_grad():
+                reference = run_model(teacher, batch["input"], batch["sigma"])
+            loss = loss + config.teacher_output_weight * F.l1_loss(pred, reference)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    spent = time.perf_counter() - started
+    report: dict[str, Any] = {"twin_steps": config.twin_steps, "twin_seconds": round(spent, 3)}
+    report["twin_psnr"] = _val_psnr(twin, datamodule, config.eval_images, device)
+    started = time.perf_counter()
+    copy_twin(twin, student)
+    spent += time.perf_counter() - started
+    report["copied_psnr"] = _val_psnr(student, datamodule, config.eval_images, device)
+    if config.calibrate:
+        started = time.perf_counter()
+        errors = calibrate_rates(student, calibration, channel_rates(twin, calibration, neuron_paths(twin)))
+        spent += time.perf_counter() - started
+        report["calibration_max_rate_error"] = round(max(errors.values()), 5)
+        report["calibrated_psnr"] = _val_psnr(student, datamodule, config.eval_images, device)
+    # scoring the stages is reporting, like validation: only the twin, the copy and the calibration count
+    report["seconds"] = round(spent, 3)
+    return report

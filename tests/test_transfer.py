@@ -1,0 +1,170 @@
+"""Warm-start transfer: QCFS twins, the exact copy into IF students, rate calibration, weight selection."""
+import pytest
+import snntorch
+import torch
+
+from distill.errors import ConfigError
+from students.neurons import IF, QCFS
+from students.spiking_dncnn import SpikingDnCNN
+from students.transfer import (
+    calibrate_rates, channel_rates, copy_twin, init_thresholds, make_twin, neuron_paths, select_from_dncnn,
+)
+from teachers.dncnn import DnCNN
+
+
+def snntorch_if_rates(current: torch.Tensor, threshold: float, steps: int) -> torch.Tensor:
+    """Spikes per step of snntorch's IF (Leaky, beta=1, soft reset) fed ``current`` for ``steps``, from half the
+    threshold: the independent reference for the QCFS equivalence."""
+    neuron = snntorch.Leaky(beta=1.0, threshold=threshold, reset_mechanism="subtract")
+    mem = torch.full_like(current, 0.5 * threshold)
+    total = torch.zeros_like(current)
+    for _ in range(steps):
+        spk, mem = neuron(current, mem)
+        total += spk
+    return total / steps
+
+
+@pytest.mark.parametrize("steps", [1, 4, 8])
+def test_qcfs_equals_if_rate_of_a_constant_current(steps):
+    torch.manual_seed(0)
+    z = torch.randn(4000) * 0.8
+    threshold = 0.7
+    ours = QCFS(steps, threshold)(z)
+    expected = torch.clamp(torch.floor(z * steps / threshold + 0.5), 0, steps) / steps  # the paper's formula
+    assert torch.equal(ours, expected)
+    reference = snntorch_if_rates(z, threshold, steps)
+    # the two can differ only where z sits on a rounding boundary (strict vs. non-strict threshold)
+    assert (ours != reference).float().mean() < 1e-3
+
+
+def test_qcfs_gradient_is_the_clipped_straight_through_one():
+    z = torch.tensor([-0.5, 0.1, 0.3, 0.9, 1.5], requires_grad=True)
+    QCFS(4, 1.0)(z).sum().backward()
+    assert z.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+
+
+def test_make_twin_swaps_neurons_sets_one_step_and_leaves_the_student_alone():
+    student = SpikingDnCNN(1, 6, 4, timesteps=4, neuron="if", norm="none", zero_tail=False)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    twin = make_twin(student)
+    assert neuron_paths(twin) == neuron_paths(student) == ["head.neuron", "blocks.0.neuron", "blocks.1.neuron"]
+    assert all(isinstance(twin.get_submodule(p), QCFS) and twin.get_submodule(p).levels == 4 for p in neuron_paths(twin))
+    assert twin.timesteps == 1 and twin.head.conv.timesteps == 1
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.add_(1.0)
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
+
+
+def test_copy_of_a_one_layer_twin_is_exact_at_the_first_neuron():
+    torch.manual_seed(1)
+    student = SpikingDnCNN(1, 8, 3, timesteps=4, neuron="if", norm="none", zero_tail=False)
+    twin = make_twin(student)
+    x = torch.rand(2, 1, 16, 16)
+    init_thresholds(twin, x)
+    copy_twin(twin, student)
+    assert student.head.neuron.init_membrane == 0.5
+    assert float(student.head.neuron.threshold) == float(twin.head.neuron.threshold)
+    for key, value in twin.state_dict().items():
+        if not key.endswith("threshold"):
+            assert torch.equal(student.state_dict()[key], value), key
+    twin_rate = channel_rates(twin, x, ["head.neuron"])["head.neuron"]
+    with torch.no_grad():
+        spikes = student.head.neuron(student.head.conv(x))
+        current = twin.head.conv(x)[0]
+    assert torch.allclose(spikes.mean(0).mean((0, 2, 3)), twin_rate, atol=1e-6)
+    assert torch.allclose(spikes.mean(0), twin.head.neuron(current), atol=1e-6)
+
+
+def test_copy_refuses_a_zero_reset_student():
+    student = SpikingDnCNN(1, 6, 3, timesteps=4, neuron="if", reset_mechanism="zero", norm="none")
+    with pytest.raises(ConfigError, match="reset_mechanism='zero'.*subtract"):
+        copy_twin(make_twin(student), student)
+
+
+def test_init_thresholds_keeps_every_layer_alive():
+    torch.manual_seed(0)
+    student = SpikingDnCNN(1, 12, 8, timesteps=4, neuron="if", norm="none")
+    twin = make_twin(student)
+    x = torch.rand(4, 1, 24, 24)
+    silent = channel_rates(twin, x, neuron_paths(twin))
+    assert float(silent["blocks.5.neuron"].mean()) < 1e-3  # at the default init, activity dies with depth
+    init_thresholds(twin, x, percentile=99.0)
+    alive = channel_rates(twin, x, neuron_paths(twin))
+    assert all(float(rate.mean()) > 0.02 for rate in alive.values())
+
+
+@pytest.mark.parametrize("target", ["twin", 0.15])
+def test_calibration_reaches_the_target_rates_on_a_fixed_batch(target):
+    torch.manual_seed(2)
+    student = SpikingDnCNN(1, 8, 5, timesteps=4, neuron="if", norm="none", zero_tail=False)
+    twin = make_twin(student)
+    x = torch.rand(8, 1, 24, 24)
+    init_thresholds(twin, x)
+    copy_twin(twin, student)
+    paths = neuron_paths(student)
+    if target == "twin":
+        targets = channel_rates(twin, x, paths)
+    else:
+        targets = {p: torch.full((8,), target) for p in paths}
+    before = channel_rates(student, x, paths)
+    errors = calibrate_rates(student, x, targets, iterations=8)
+    after = channel_rates(student, x, paths)
+    for p in paths:
+        assert float((after[p] - targets[p]).abs().max()) == pytest.approx(errors[p], abs=1e-6)
+        assert errors[p] < 0.02, (p, errors[p])
+    assert max(float((before[p] - targets[p]).abs().max()) for p in paths) > 0.05  # there was something to fix
+
+
+def test_calibration_names_a_neuron_without_a_bias():
+    student = SpikingDnCNN(1, 6, 3, timesteps=2, neuron="if", norm="none")
+    student.head.conv.layer.bias = None
+    with pytest.raises(ConfigError, match="no bias feeds neuron 'head.neuron'"):
+        calibrate_rates(student, torch.rand(1, 1, 8, 8), {"head.neuron": torch.zeros(6)})
+
+
+def test_weight_selection_of_an_equal_teacher_reproduces_it():
+    """Same width and depth, fine quantisation and no clipping: the selected twin computes the teacher."""
+    torch.manual_seed(3)
+    teacher = DnCNN(1, 8, 5, bn=True).eval()
+    with torch.no_grad():  # non-trivial batch-norm statistics, which the selection must fold
+        for m in teacher.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+    student = SpikingDnCNN(1, 8, 5, timesteps=512, neuron="if", norm="none")
+    twin = make_twin(student)
+    x = torch.rand(2, 1, 20, 20)
+    select_from_dncnn(teacher, twin, x, percentile=100.0)
+    with torch.no_grad():
+        assert torch.allclose(twin(x), teacher(x), atol=2e-3)
+
+
+def test_weight_selection_takes_evenly_spaced_channels_and_checks_shapes():
+    teacher = DnCNN(1, 16, 6, bn=False)
+    twin = make_twin(SpikingDnCNN(1, 4, 4, timesteps=4, neuron="if", norm="none"))
+    select_from_dncnn(teacher, twin, torch.rand(1, 1, 12, 12))
+    keep = [0, 5, 10, 15]
+    assert torch.equal(twin.head.conv.layer.bias, teacher.body[0].bias[keep].detach())
+    with pytest.raises(ConfigError, match="norm='none'"):
+        select_from_dncnn(teacher, make_twin(SpikingDnCNN(1, 4, 4, timesteps=4, neuron="if")), torch.rand(1, 1, 8, 8))
+    with pytest.raises(ConfigError, match="no deeper than its teacher"):
+        select_from_dncnn(teacher, make_twin(SpikingDnCNN(1, 4, 8, timesteps=4, neuron="if", norm="none")),
+                          torch.rand(1, 1, 8, 8))
+    with pytest.raises(ConfigError, match="teachers.dncnn.DnCNN"):
+        select_from_dncnn(torch.nn.Identity(), twin, torch.rand(1, 1, 8, 8))
+
+
+def test_if_neuron_from_half_threshold_matches_snntorch():
+    """The student's own IF with init_membrane 0.5 is the reference loop's neuron."""
+    torch.manual_seed(4)
+    current = torch.randn(6, 3, 5) * 0.6
+    ours = IF(threshold=0.8, init_membrane=0.5)(current)
+    neuron = snntorch.Leaky(beta=1.0, threshold=0.8, reset_mechanism="subtract")
+    mem, spikes = torch.full_like(current[0], 0.4), []
+    for t in range(6):
+        spk, mem = neuron(current[t], mem)
+        spikes.append(spk)
+    assert torch.equal(ours, torch.stack(spikes))
