@@ -4,6 +4,7 @@ calibrate the firing rates, then let the spiking fine-tune begin. The phase's ti
 training seconds, so arms with and without it compare at equal wall-clock (see students/transfer.py)."""
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ class WarmStart:
         select_from_teacher: start the twin from evenly spaced channels of the teacher's layers
             (a ``teachers.dncnn.DnCNN`` teacher and a ``norm='none'`` SpikingDnCNN student).
         teacher_output_weight: weight of an L1 pull of the twin's output towards the teacher's output.
+        twin_hints: train the twin with the run's feature hints too (the twin has the student's module paths;
+            the adapters it trains carry on into the spiking phase).
         calibrate: after the copy, shift each layer's biases until every channel fires at the twin's rate.
         calibration_patches: training patches that set the thresholds and calibrate the rates.
         threshold_percentile: percentile of the positive pre-activations that sets each starting threshold.
@@ -45,6 +48,7 @@ class WarmStart:
     lr: float = 2e-3
     select_from_teacher: bool = False
     teacher_output_weight: float = 0.0
+    twin_hints: bool = False
     calibrate: bool = True
     calibration_patches: int = 16
     threshold_percentile: float = 99.0
@@ -94,14 +98,37 @@ def _val_psnr(model: nn.Module, datamodule: Any, images: int, device: torch.devi
     return round(sum(scores[:images]) / len(scores[:images]), 3)
 
 
+def _twin_loss(module: Any, twin: nn.Module, teacher: nn.Module | None, hint_set: Any, output_weight: float,
+               batch: dict[str, Tensor], step: int) -> Tensor:
+    """Restoration loss of the twin on ``batch``, plus the teacher's output pull and hints where asked."""
+    hints = hint_set is not None and bool(hint_set.hints)
+    with contextlib.ExitStack() as stack:
+        taps = stack.enter_context(hint_set.capture(twin, "student")) if hints else []
+        pred = run_model(twin, batch["input"], batch["sigma"])
+    loss, _ = module.restoration_loss(pred, batch["target"], step)
+    if not (output_weight or hints):
+        return loss
+    with torch.no_grad(), contextlib.ExitStack() as stack:
+        teacher_taps = stack.enter_context(hint_set.capture(teacher, "teacher")) if hints else []
+        reference = run_model(teacher, batch["input"], batch["sigma"])
+    if output_weight:
+        loss = loss + output_weight * F.l1_loss(pred, reference)
+    if hints:
+        per_hint = hint_set.losses([t.take() for t in taps], [t.take() for t in teacher_taps], 1,
+                                   batch["input"], batch["target"])
+        loss = loss + sum(w * h for w, h in zip(hint_set.weights(step), per_hint))
+    return loss
+
+
 def run_warm_start(module: Any, config: WarmStart) -> dict[str, Any]:
     """Train the student's twin, copy and calibrate it into the student in place; return the phase's report."""
     datamodule = module.trainer.datamodule
     student, device = module.network, module.device
     teacher = getattr(module, "teacher", None)
-    if (config.select_from_teacher or config.teacher_output_weight) and teacher is None:
+    hint_set = getattr(module, "hint_set", None) if config.twin_hints else None
+    if (config.select_from_teacher or config.teacher_output_weight or config.twin_hints) and teacher is None:
         raise ConfigError(
-            "warm_start select_from_teacher / teacher_output_weight need a teacher: use "
+            "warm_start select_from_teacher / teacher_output_weight / twin_hints need a teacher: use "
             "distill.distillation.DistillationModule, or turn them off for a student trained alone"
         )
     dataset = datamodule.train_dataset()
@@ -112,19 +139,22 @@ def run_warm_start(module: Any, config: WarmStart) -> dict[str, Any]:
         select_from_dncnn(teacher, twin, calibration, config.threshold_percentile)
     else:
         init_thresholds(twin, calibration, config.threshold_percentile)
+    for neuron in (student.get_submodule(p) for p in neuron_paths(student)):
+        if neuron.init_membrane != 0.5:
+            raise ConfigError(
+                f"warm_start copies a QCFS twin, whose rates an IF neuron reproduces from half its threshold; set the "
+                f"student's init_membrane: 0.5 (it has {neuron.init_membrane:g}), so resumed and exported students "
+                "start there too"
+            )
     twin.train()
-    optimizer = torch.optim.Adam(twin.parameters(), lr=config.lr)
+    trained = list(twin.parameters()) + (list(hint_set.parameters()) if hint_set is not None else [])
+    optimizer = torch.optim.Adam(trained, lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, config.twin_steps), config.lr / 100)
     per_epoch = max(1, len(dataset) // datamodule.batch_size)
     for step in range(config.twin_steps):
         epoch, i = divmod(step, per_epoch)
         batch = _patches(dataset, epoch, range(i * datamodule.batch_size, (i + 1) * datamodule.batch_size), device)
-        pred = run_model(twin, batch["input"], batch["sigma"])
-        loss, _ = module.restoration_loss(pred, batch["target"], step)
-        if config.teacher_output_weight:
-            with torch.no_grad():
-                reference = run_model(teacher, batch["input"], batch["sigma"])
-            loss = loss + config.teacher_output_weight * F.l1_loss(pred, reference)
+        loss = _twin_loss(module, twin, teacher, hint_set, config.teacher_output_weight, batch, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,0 +1,263 @@
+#!/usr/bin/env python
+"""Does distillation pay? The quickstart student trained three ways, paired over seeds, at equal wall-clock.
+
+Arms (all overlays of ``recipes/quickstart.yaml``, so the shipped recipes are what is measured):
+
+* ``distilled``: the quickstart recipe (teacher in the warm start and the fine-tune);
+* ``strict``: ``recipes/quickstart_alone.yaml``, the same warm start and fine-tune with no teacher;
+  distilled - strict = the teacher's contribution;
+* ``plain``: ``recipes/quickstart_scratch.yaml``, surrogate-gradient BPTT from scratch, given the warm
+  start's time as extra steps; distilled - plain = the framework's contribution;
+* lever arms for the ablation (``--arms``, see ``ARMS``): strict plus one teacher lever, or distilled minus one.
+
+Every run trains on ``--train`` (default ``../shared/data/photos-train``) with the same crops and noise
+(data seed 0; ``seed_everything`` changes only the initialisation), validates on centre crops of
+``--eval`` for the convergence curve, and is then scored on the full ``--eval`` images with
+``../shared/anchors/protocol.py`` (``anchor.json`` in the run). Runs go through the real CLI with
+``--ckpt_path last``: a killed benchmark resumes each run from its last checkpoint, finished runs are
+skipped, and ``summary.json`` / ``summary.md`` are rewritten as runs land.
+
+Example::
+
+    python benchmarks/distill_pays.py --runs-dir runs/pays --seeds 0 1 2 --twin-steps 1200 --steps 1200
+    python benchmarks/distill_pays.py --runs-dir runs/pays --table-only
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import REPO, machine_info, machine_line, md_table  # noqa: E402
+from distill.io import atomic_write_json, atomic_write_text  # noqa: E402
+
+SHARED = REPO.parent / "shared"
+DEFAULT_TRAIN = SHARED / "data" / "photos-train"
+DEFAULT_EVAL = SHARED / "data" / "photos-eval"
+BASE = "recipes/quickstart.yaml"
+HINT = "model.init_args.hints"
+WARM = "model.init_args.warm_start"
+
+#: arm name -> extra CLI arguments on top of the quickstart recipe
+ARMS: dict[str, list[str]] = {
+    "distilled": [],
+    "strict": ["--config", "recipes/quickstart_alone.yaml"],
+    "plain": ["--config", "recipes/quickstart_scratch.yaml"],
+    # strict + one teacher lever
+    "strict+twin_od": ["--config", "recipes/quickstart_alone.yaml", f"--{WARM}.teacher_output_weight=1.0"],
+    "strict+select": ["--config", "recipes/quickstart_alone.yaml", f"--{WARM}.select_from_teacher=true"],
+    "strict+od": ["--config", "recipes/quickstart_alone.yaml",
+                  "--model.init_args.output_distillation={weight: 1.0, loss: l1}"],
+    # distilled - one lever
+    "distilled-twin_od": [f"--{WARM}.teacher_output_weight=0.0"],
+    "distilled-twin_hints": [f"--{WARM}.twin_hints=false"],
+    "distilled-ft_hint": [f"--{HINT}=[]", f"--{WARM}.twin_hints=false"],
+}
+#: arms whose warm start is off get its time as extra spiking steps
+NO_WARM_START = {"plain"}
+
+
+def arm_args(arm: str, seed: int, args: argparse.Namespace, run_dir: Path) -> list[str]:
+    """The full `spikedistill fit` argument list of one run."""
+    steps = args.steps
+    if arm in NO_WARM_START:
+        steps += math.ceil(args.twin_steps * args.twin_cost)
+    data = "--data.init_args."
+    return [
+        "fit", "--config", BASE, *ARMS[arm],
+        f"--seed_everything={seed}",
+        f"{data}train=[{args.train}]", f"{data}val=[{args.eval}]", f"{data}eval_size={args.eval_size}",
+        f"--trainer.max_steps={steps}", f"--model.init_args.scheduler.init_args.T_max={steps}",
+        f"--trainer.val_check_interval={args.val_every}", "--trainer.enable_progress_bar=false",
+        *([] if arm in NO_WARM_START else [f"--{WARM}.twin_steps={args.twin_steps}"]),
+        f"--trainer.default_root_dir={run_dir}", "--ckpt_path=last",
+    ]
+
+
+def network_from_run(run_dir: Path):
+    """The run's trained student, rebuilt from its saved config and the last checkpoint's weights."""
+    import torch
+    import yaml
+
+    from distill.export import network_state_dict
+
+    config = yaml.safe_load((run_dir / "csv" / "version_0" / "config.yaml").read_text())
+    init = config["model"]["init_args"]
+    spec = init.get("student") or init["model"]
+    module, _, name = spec["class_path"].rpartition(".")
+    net = getattr(importlib.import_module(module), name)(**spec.get("init_args", {}))
+    net.load_state_dict(network_state_dict(run_dir / "checkpoints" / "last.ckpt"), strict=False)
+    return net.eval(), torch
+
+
+def anchor_score(run_dir: Path, eval_dir: Path) -> dict[str, Any]:
+    """Anchor-protocol PSNR of the run's student on the full ``eval_dir`` images (gray, sigma = 25)."""
+    sys.path.insert(0, str(SHARED / "anchors"))
+    from protocol import score  # noqa: WPS433 (the shared protocol, not a package)
+
+    net, torch = network_from_run(run_dir)
+
+    def denoise(noisy, sigma):
+        with torch.no_grad():
+            x = torch.from_numpy(noisy).float()[None, None]
+            return net(x)[0, 0].double().numpy()
+
+    psnr, count = score(denoise, str(eval_dir), sigma=25, mode="gray")
+    return {"anchor_psnr": round(psnr, 4), "images": count, "folder": str(eval_dir)}
+
+
+def run_one(arm: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Fit (or resume, or skip) one run and score it; returns its row."""
+    run_dir = args.runs_dir / arm / f"s{seed}"
+    results, anchor = run_dir / "results.json", run_dir / "anchor.json"
+    if not results.is_file():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, WANDB_MODE="disabled", WANDB_SILENT="true", OMP_NUM_THREADS=str(args.threads))
+        cmd = [str(Path(sys.executable).with_name("spikedistill")), *arm_args(arm, seed, args, run_dir)]
+        with open(run_dir / "fit.log", "a") as log:
+            log.write(f"$ {' '.join(cmd)}\n")
+            log.flush()
+            code = subprocess.call(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        if code != 0 or not results.is_file():
+            raise RuntimeError(f"{arm} seed {seed} failed (exit {code}); see {run_dir / 'fit.log'}")
+    if not anchor.is_file():
+        atomic_write_json(anchor, anchor_score(run_dir, args.eval))
+    return row(arm, seed, run_dir)
+
+
+def row(arm: str, seed: int, run_dir: Path) -> dict[str, Any]:
+    """What the tables need from one finished run."""
+    results = json.loads((run_dir / "results.json").read_text())
+    anchor = json.loads((run_dir / "anchor.json").read_text())
+    role = "student" if "student" in results["metrics"] else "model"
+    warm = results.get("warm_start") or {}
+    return {
+        "arm": arm, "seed": seed, "anchor_psnr": anchor["anchor_psnr"],
+        "psnr": results["metrics"][role]["psnr"], "teacher_psnr": results["metrics"].get("teacher", {}).get("psnr"),
+        "seconds": results["convergence"]["train_seconds"], "history": results["convergence"]["history"],
+        "warm_start": warm, "steps": results["convergence"]["history"][-1]["step"] if results["convergence"]["history"] else None,
+    }
+
+
+def at_seconds(history: list[dict[str, float]], seconds: float) -> float | None:
+    """Validation PSNR of the last validation at or before ``seconds`` of training."""
+    before = [h["psnr"] for h in history if h["seconds"] <= seconds + 1e-9]
+    return before[-1] if before else None
+
+
+def first_reach(history: list[dict[str, float]], target: float) -> dict[str, float] | None:
+    """Step and seconds of the first validation at or above ``target``."""
+    return next(({"step": h["step"], "seconds": h["seconds"]} for h in history if h["psnr"] >= target), None)
+
+
+def paired(rows: list[dict[str, Any]], arm: str, control: str, key: str = "anchor_psnr") -> dict[str, Any] | None:
+    """Mean, std and wins of ``arm - control`` over the seeds both have."""
+    a = {r["seed"]: r[key] for r in rows if r["arm"] == arm}
+    c = {r["seed"]: r[key] for r in rows if r["arm"] == control}
+    seeds = sorted(set(a) & set(c))
+    if not seeds:
+        return None
+    deltas = [a[s] - c[s] for s in seeds]
+    return {"mean": statistics.mean(deltas), "std": statistics.stdev(deltas) if len(deltas) > 1 else 0.0,
+            "wins": sum(d > 0 for d in deltas), "seeds": len(seeds), "deltas": deltas}
+
+
+def summarise(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    """The markdown report: per-arm means, paired deltas, equal-time comparison, convergence."""
+    arms = [a for a in ARMS if any(r["arm"] == a for r in rows)]
+    lines = [f"Machine: {machine_line(machine_info())}", "",
+             f"Budget: twin {args.twin_steps} steps + spiking {args.steps} steps (plain: the twin's time as "
+             f"{math.ceil(args.twin_steps * args.twin_cost)} extra spiking steps); eval crops {args.eval_size} px; "
+             "anchor = full photos-eval images, anchors/protocol.py, gray sigma 25.", ""]
+    table = []
+    for arm in arms:
+        mine = [r for r in rows if r["arm"] == arm]
+        mean = lambda k: statistics.mean(r[k] for r in mine)  # noqa: E731
+        warm = [r["warm_start"] for r in mine if r["warm_start"]]
+        copy_loss = (statistics.mean(w["twin_psnr"] - w.get("calibrated_psnr", w["copied_psnr"]) for w in warm)
+                     if warm and warm[0].get("twin_psnr") is not None else None)
+        table.append([arm, len(mine), f"{mean('anchor_psnr'):.2f}", f"{mean('psnr'):.2f}", f"{mean('seconds'):.0f}",
+                      "" if copy_loss is None else f"{copy_loss:.2f}"])
+    lines += [md_table(["arm", "seeds", "anchor PSNR (dB)", "val-crop PSNR (dB)", "train s", "twin - copy (dB)"], table), ""]
+    pairs = [(arm, control) for arm in arms for control in ("strict", "plain")
+             if arm != control and not (arm == "plain" and control == "strict")]
+    deltas = []
+    for arm, control in pairs:
+        d = paired(rows, arm, control)
+        if d:
+            deltas.append([f"{arm} - {control}", f"{d['mean']:+.2f} ± {d['std']:.2f}", f"{d['wins']}/{d['seeds']}",
+                           " ".join(f"{x:+.2f}" for x in d["deltas"])])
+    lines += [md_table(["paired Δ (anchor)", "mean ± std (dB)", "wins/seeds", "per seed"], deltas), ""]
+    equal = []
+    for arm, control in pairs:
+        for seed in sorted({r["seed"] for r in rows}):
+            a = next((r for r in rows if r["arm"] == arm and r["seed"] == seed), None)
+            c = next((r for r in rows if r["arm"] == control and r["seed"] == seed), None)
+            if not (a and c):
+                continue
+            budget = min(a["seconds"], c["seconds"])
+            pa, pc = at_seconds(a["history"], budget), at_seconds(c["history"], budget)
+            reach = first_reach(a["history"], c["history"][-1]["psnr"])
+            equal.append([f"{arm} vs {control}", seed, f"{budget:.0f}",
+                          "" if pa is None else f"{pa:.2f}", "" if pc is None else f"{pc:.2f}",
+                          "" if reach is None else f"{reach['seconds']:.0f} s ({reach['seconds'] / c['seconds']:.2f}×)"])
+    lines += [md_table(["pair", "seed", "at s", "arm val PSNR", "control val PSNR",
+                        "arm reaches control's final PSNR at"], equal)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs-dir", type=Path, default=REPO / "runs" / "distill_pays")
+    parser.add_argument("--train", type=Path, default=DEFAULT_TRAIN)
+    parser.add_argument("--eval", type=Path, default=DEFAULT_EVAL)
+    parser.add_argument("--arms", nargs="+", default=["distilled", "strict", "plain"], choices=list(ARMS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--twin-steps", type=int, default=1200)
+    parser.add_argument("--steps", type=int, default=1200, help="spiking steps of the warm-started arms")
+    parser.add_argument("--twin-cost", type=float, default=0.3,
+                        help="seconds of a twin step over a spiking step (measured here: about 0.25-0.3)")
+    parser.add_argument("--val-every", type=int, default=100)
+    parser.add_argument("--eval-size", type=int, default=256)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--table-only", action="store_true")
+    args = parser.parse_args(argv)
+    args.runs_dir = args.runs_dir.resolve()
+    args.train, args.eval = args.train.resolve(), args.eval.resolve()
+    jobs = [(arm, seed) for seed in args.seeds for arm in args.arms]
+    rows: list[dict[str, Any]] = []
+
+    def land(result: dict[str, Any]) -> None:
+        rows.append(result)
+        atomic_write_json(args.runs_dir / "summary.json", {"args": {k: str(v) for k, v in vars(args).items()},
+                                                             "rows": rows})
+        atomic_write_text(args.runs_dir / "summary.md", summarise(rows, args))
+
+    if args.table_only:
+        for arm, seed in jobs:
+            run_dir = args.runs_dir / arm / f"s{seed}"
+            if (run_dir / "anchor.json").is_file():
+                land(row(arm, seed, run_dir))
+    else:
+        started = time.time()
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for future in [pool.submit(run_one, arm, seed, args) for arm, seed in jobs]:
+                land(future.result())
+        print(f"done in {time.time() - started:.0f} s")
+    print((args.runs_dir / "summary.md").read_text() if rows else "no finished runs")
+
+
+if __name__ == "__main__":
+    main()
