@@ -25,7 +25,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import os
@@ -85,28 +84,16 @@ def arm_args(arm: str, seed: int, args: argparse.Namespace, run_dir: Path) -> li
     ]
 
 
-def network_from_run(run_dir: Path):
-    """The run's trained student, rebuilt from its saved config and the last checkpoint's weights."""
-    import torch
-    import yaml
-
-    from distill.export import network_state_dict
-
-    config = yaml.safe_load((run_dir / "csv" / "version_0" / "config.yaml").read_text())
-    init = config["model"]["init_args"]
-    spec = init.get("student") or init["model"]
-    module, _, name = spec["class_path"].rpartition(".")
-    net = getattr(importlib.import_module(module), name)(**spec.get("init_args", {}))
-    net.load_state_dict(network_state_dict(run_dir / "checkpoints" / "last.ckpt"), strict=False)
-    return net.eval(), torch
-
-
 def anchor_score(run_dir: Path, eval_dir: Path) -> dict[str, Any]:
     """Anchor-protocol PSNR of the run's student on the full ``eval_dir`` images (gray, sigma = 25)."""
     sys.path.insert(0, str(SHARED / "anchors"))
     from protocol import score  # noqa: WPS433 (the shared protocol, not a package)
 
-    net, torch = network_from_run(run_dir)
+    import torch
+
+    from distill.export import load_record, network_record
+
+    net = load_record(network_record(run_dir / "checkpoints" / "last.ckpt"), str(run_dir))
 
     def denoise(noisy, sigma):
         with torch.no_grad():

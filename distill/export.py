@@ -1,15 +1,26 @@
-"""`spikedistill export CKPT OUT`: save a run's trained network alone (no teacher, no adapters) as a state dict."""
+"""`spikedistill export CKPT OUT`: save a run's trained network alone (no teacher, no adapters) as one
+self-describing file: class path, init args, state dict and provenance (recipe, teacher SHA-256, versions,
+final metrics). :func:`load_network` rebuilds it in one call; ``checkpoint:`` in a recipe reads it too
+(its ``state_dict`` entry), as it reads plain state dicts and KAIR/BasicSR releases."""
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
+import platform
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
 from distill.errors import CheckpointError
 from distill.io import atomic_path
 
 ROLE_PREFIXES = ("model.", "student.")
+FORMAT = "spikedistill-network/1"
+#: constructor arguments that point at weight files: the export holds the weights itself
+WEIGHT_ARGS = ("checkpoint",)
 
 
 def network_state_dict(checkpoint_path: Path) -> dict[str, torch.Tensor]:
@@ -26,14 +37,107 @@ def network_state_dict(checkpoint_path: Path) -> dict[str, torch.Tensor]:
     )
 
 
+def run_config(checkpoint_path: Path) -> dict[str, Any]:
+    """The LightningCLI config saved with the run that wrote ``checkpoint_path`` (``<run>/checkpoints/x.ckpt``)."""
+    import yaml
+
+    run = checkpoint_path.resolve().parent.parent
+    found = sorted(run.glob("config.yaml")) + sorted(run.glob("*/version_*/config.yaml"))
+    if not found:
+        raise CheckpointError(
+            f"{checkpoint_path}: no config.yaml in its run folder {run} (LightningCLI saves one there), so the "
+            "network's class and arguments are unknown; export with --state-dict-only for the weights alone"
+        )
+    return yaml.safe_load(found[-1].read_text())
+
+
+def network_spec(config: dict[str, Any]) -> dict[str, Any]:
+    """``{class_path, init_args}`` of the trained network (the student, or the model trained alone)."""
+    init = (config.get("model") or {}).get("init_args") or {}
+    spec = init.get("student") or init.get("model")
+    if not isinstance(spec, dict) or "class_path" not in spec:
+        raise CheckpointError("the run's config names no student or model with a class_path")
+    args = {k: v for k, v in (spec.get("init_args") or {}).items() if k not in WEIGHT_ARGS}
+    return {"class_path": spec["class_path"], "init_args": args}
+
+
+def provenance(checkpoint_path: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """Where the network came from: the recipe, the teacher's weight file, versions and the final metrics."""
+    import lightning
+    import snntorch
+
+    run = checkpoint_path.resolve().parent.parent
+    results = json.loads((run / "results.json").read_text()) if (run / "results.json").is_file() else {}
+    return {
+        "checkpoint": checkpoint_path.name,
+        "recipe": config,
+        "teacher": results.get("teacher_source"),
+        "metrics": results.get("metrics"),
+        "warm_start": results.get("warm_start"),
+        "versions": {"torch": str(torch.__version__), "lightning": str(lightning.__version__),
+                     "snntorch": str(snntorch.__version__), "python": platform.python_version()},
+    }
+
+
+def network_record(checkpoint_path: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The self-describing record of the network trained by the run of ``checkpoint_path``."""
+    config = run_config(checkpoint_path)
+    return {"format": FORMAT, **network_spec(config), "state_dict": network_state_dict(checkpoint_path),
+            "provenance": {**provenance(checkpoint_path, config), **(extra or {})}}
+
+
+def export_network(checkpoint_path: Path, output: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the network file of the run of ``checkpoint_path`` (``extra`` joins its provenance); returns it."""
+    record = network_record(checkpoint_path, extra)
+    load_record(record, str(output))  # refuse to write a file that would not rebuild
+    with atomic_path(output) as tmp:
+        torch.save(record, tmp)
+    return record
+
+
+def load_record(record: Any, name: str) -> nn.Module:
+    """Build the network a record describes and load its weights (strict)."""
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        found = record.get("format") if isinstance(record, dict) else type(record).__name__
+        raise CheckpointError(
+            f"{name} is not a spikedistill network file (format {found!r}, expected {FORMAT!r}); plain state dicts "
+            "and KAIR/BasicSR files load into a model built by hand, via its `checkpoint:` argument"
+        )
+    module, _, cls = record["class_path"].rpartition(".")
+    try:
+        network = getattr(importlib.import_module(module), cls)(**record["init_args"])
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{name}: cannot build {record['class_path']}({record['init_args']}): {exc}") from exc
+    missing, unexpected = network.load_state_dict(record["state_dict"], strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{name}: the weights do not fit {record['class_path']}: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+    network.checkpoint_path = name
+    return network.eval()
+
+
+def load_network(path: str | Path) -> nn.Module:
+    """Rebuild a network exported by ``spikedistill export`` (in eval mode); run it with
+    ``distill.modeling.run_model(net, x, sigma)``."""
+    from teachers.weights import load_file, resolve_checkpoint
+
+    file = resolve_checkpoint(path)
+    return load_record(load_file(file), str(file))
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="spikedistill export", description=__doc__)
     parser.add_argument("checkpoint", type=Path, help="a run's .ckpt (e.g. runs/NAME/checkpoints/last.ckpt)")
-    parser.add_argument("output", type=Path, help="where to write the state dict (.pt)")
+    parser.add_argument("output", type=Path, help="where to write the network file (.pt)")
+    parser.add_argument("--state-dict-only", action="store_true", help="write the plain state dict instead")
     args = parser.parse_args(argv)
-    weights = network_state_dict(args.checkpoint)
-    with atomic_path(args.output) as tmp:
-        torch.save(weights, tmp)
+    if args.state_dict_only:
+        weights = network_state_dict(args.checkpoint)
+        with atomic_path(args.output) as tmp:
+            torch.save(weights, tmp)
+        count = len(weights)
+    else:
+        count = len(export_network(args.checkpoint, args.output)["state_dict"])
     from teachers.weights import sha256_file
 
-    print(f"wrote {len(weights)} tensors to {args.output} (sha256 {sha256_file(args.output)})")
+    print(f"wrote {count} tensors to {args.output} (sha256 {sha256_file(args.output)})")

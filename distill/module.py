@@ -390,6 +390,11 @@ class RestorationModule(RestorationBase):
         super().__init__(restoration_loss, optimizer, scheduler, y_channel, crop_border, convergence, energy)
         self.save_hyperparameters(ignore=network_args_to_ignore("model"))
         self.model = model
+        if warm_start is not None and warm_start.uses_teacher:
+            raise ConfigError(
+                "warm_start select_from_teacher / teacher_output_weight / twin_hints need a teacher: use "
+                "distill.distillation.DistillationModule, or turn them off for a model trained alone"
+            )
         self.warm_start = warm_start
 
     @property

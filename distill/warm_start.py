@@ -54,6 +54,11 @@ class WarmStart:
     threshold_percentile: float = 99.0
     eval_images: int = 4
 
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether any option needs a teacher."""
+        return bool(self.select_from_teacher or self.teacher_output_weight or self.twin_hints)
+
     def __post_init__(self) -> None:
         for name in ("twin_steps", "calibration_patches", "eval_images"):
             value = getattr(self, name)
@@ -126,11 +131,6 @@ def run_warm_start(module: Any, config: WarmStart) -> dict[str, Any]:
     student, device = module.network, module.device
     teacher = getattr(module, "teacher", None)
     hint_set = getattr(module, "hint_set", None) if config.twin_hints else None
-    if (config.select_from_teacher or config.teacher_output_weight or config.twin_hints) and teacher is None:
-        raise ConfigError(
-            "warm_start select_from_teacher / teacher_output_weight / twin_hints need a teacher: use "
-            "distill.distillation.DistillationModule, or turn them off for a student trained alone"
-        )
     dataset = datamodule.train_dataset()
     started = time.perf_counter()
     twin = make_twin(student).to(device)

@@ -32,7 +32,7 @@ from torch import nn
 
 from distill.errors import CheckpointError
 
-__all__ = ["REPO_ROOT", "load_weights", "resolve_checkpoint", "sha256_file", "read_state_dict"]
+__all__ = ["REPO_ROOT", "load_weights", "load_file", "resolve_checkpoint", "sha256_file", "read_state_dict"]
 
 #: Repository root (the parent of the ``teachers`` package); relative paths fall back to it.
 REPO_ROOT: Path = Path(__file__).resolve().parent.parent
@@ -76,7 +76,7 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _torch_load(file: Path) -> Any:
+def load_file(file: Path) -> Any:
     """torch.load on CPU; weights_only=True except for a refused project `.ckpt` (see module doc)."""
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
@@ -113,7 +113,7 @@ def _first_line(exc: BaseException) -> str:
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, Any], Path]:
     """Read the raw state dict held by a checkpoint file; returns it with the resolved path."""
     file = resolve_checkpoint(path)
-    obj = _torch_load(file)
+    obj = load_file(file)
     if isinstance(obj, Mapping):
         for key in ("state_dict", "params_ema", "params", "model_state_dict"):  # BasicSR tests with EMA
             inner = obj.get(key)

@@ -49,6 +49,7 @@ def tiny_recipe(folder: Path, **trainer) -> Path:
             "hints": [{"teacher": "body.4", "student": "blocks.0.neuron", "adapter": "conv1x1", "loss": "mse",
                        "weight": 0.12, "schedule": {"kind": "cosine", "decay_steps": 12, "warmup_steps": 2}}],
             "example_size": 16,
+            "warm_start": {"twin_steps": 2, "calibration_patches": 2, "eval_images": 1},
         }},
         "data": {"init_args": dict(TINY_DATA)},
         "trainer": {"max_steps": 15, "val_check_interval": 3, "log_every_n_steps": 1, "logger": False,

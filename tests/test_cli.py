@@ -17,6 +17,8 @@ TINY = [
     "--data.init_args.eval_size=32",
     "--trainer.logger=false",
     "--trainer.enable_progress_bar=false",
+    "--model.init_args.warm_start.twin_steps=2",
+    "--model.init_args.warm_start.calibration_patches=2",
 ]
 
 

@@ -2,7 +2,9 @@
 
 * Fragments (`recipes/data/`, `recipes/models/`, `recipes/train/`) are blocks other recipes include by path;
   they are checked on their own (they build, and every one is used by some recipe), not run.
-* A `<name>_nohint.yaml` is a twin overlay: it runs layered on `<name>.yaml`.
+* A `<name>_nohint.yaml`, `<name>_alone.yaml` (strict control) or `<name>_scratch.yaml` (plain control) is an
+  overlay: it runs layered on `<name>.yaml`.
+* Warm starts are shrunk to two twin steps.
 * `recipes/sweeps/` holds sweep files (`spikedistill sweep`), not recipes.
 
 Runs are shrunk only where it costs time: 2-image training batches and 32x32 held-out crops.
@@ -33,8 +35,19 @@ REPO = Path(__file__).resolve().parent.parent
 RECIPES = REPO / "recipes"
 FRAGMENT_DIRS = ("data", "models", "train")
 NOT_RECIPES = ("sweeps",)
-OVERLAY_SUFFIX = "_nohint"
+#: overlay suffix -> the model options it may change
+OVERLAYS = {
+    "_nohint": {"hints", "output_distillation"},
+    "_alone": {"hints", "output_distillation", "warm_start"},
+    "_scratch": {"hints", "output_distillation", "warm_start", "student"},
+}
 SHRINK = ["--data.init_args.batch_size=2", "--data.init_args.eval_size=32"]
+SHRINK_WARM_START = ["--model.init_args.warm_start.twin_steps=2", "--model.init_args.warm_start.calibration_patches=2",
+                     "--model.init_args.warm_start.eval_images=1"]
+
+
+def overlay_suffix(path: Path) -> str | None:
+    return next((s for s in OVERLAYS if path.stem.endswith(s)), None)
 
 
 def _rel(path: Path) -> str:
@@ -51,8 +64,9 @@ def recipe_runs() -> list[tuple[Path, ...]]:
     for path in sorted(RECIPES.rglob("*.yaml")):
         if path.relative_to(RECIPES).parts[0] in FRAGMENT_DIRS + NOT_RECIPES:
             continue
-        if path.stem.endswith(OVERLAY_SUFFIX):
-            runs.append((path.with_name(path.stem[: -len(OVERLAY_SUFFIX)] + ".yaml"), path))
+        suffix = overlay_suffix(path)
+        if suffix:
+            runs.append((path.with_name(path.stem[: -len(suffix)] + ".yaml"), path))
         else:
             runs.append((path,))
     return runs
@@ -102,12 +116,14 @@ def test_the_glob_finds_every_kind_of_recipe():
         assert run[0].is_file(), f"{_rel(run[-1])}: no base recipe {run[0].name} for this overlay"
         top = _yaml(run[0])
         assert {"model", "data", "trainer"} <= set(top), f"{_rel(run[0])} is not a full recipe"
-        if len(run) == 2:  # a no-hint twin changes nothing but the hints and output distillation
+        if len(run) == 2:  # a control changes nothing but how the teacher is used (and, plain, the start)
             overlay = _yaml(run[1])
             assert set(overlay) == {"model"} and set(overlay["model"]) == {"init_args"}, _rel(run[1])
             changed = overlay["model"]["init_args"]
             assert changed["hints"] == [] and changed.get("output_distillation") is None, _rel(run[1])
-            assert set(changed) <= {"hints", "output_distillation"}, _rel(run[1])
+            assert set(changed) <= OVERLAYS[overlay_suffix(run[1])], _rel(run[1])
+            warm = changed.get("warm_start") or {}
+            assert not (warm.get("teacher_output_weight") or warm.get("twin_hints") or warm.get("select_from_teacher"))
 
 
 def test_every_included_file_exists_and_every_fragment_is_used():
@@ -168,6 +184,16 @@ def _threads():
     torch.set_num_threads(previous)
 
 
+def has_warm_start(configs: tuple[Path, ...]) -> bool:
+    """Whether the layered recipe ends with a warm start (the last file that sets one decides)."""
+    found = None
+    for config in configs:
+        init = (_yaml(config).get("model") or {}).get("init_args") or {}
+        if "warm_start" in init:
+            found = init["warm_start"]
+    return bool(found)
+
+
 def run_recipe(configs: tuple[Path, ...], root: Path, *extra: str) -> SpikeDistillCLI:
     args = ["fit"]
     for config in configs:
@@ -181,7 +207,8 @@ def run_recipe(configs: tuple[Path, ...], root: Path, *extra: str) -> SpikeDisti
 def test_recipe_fast_dev_run(configs, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)  # checkpoint paths in recipes are repository-relative
     monkeypatch.setattr("sys.argv", ["spikedistill"])  # LightningCLI warns when pytest's own arguments are there
-    cli = run_recipe(configs, tmp_path)
+    warm = has_warm_start(configs)
+    cli = run_recipe(configs, tmp_path, *(SHRINK_WARM_START if warm else []))
     module, data = cli.model, cli.datamodule
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["run"]["global_step"] == 1
@@ -192,6 +219,12 @@ def test_recipe_fast_dev_run(configs, tmp_path, monkeypatch):
     for role, scores in metrics.items():
         assert _finite(scores["psnr"]) and _finite(scores["ssim"]), (role, scores)
         assert 0 < scores["ssim"] <= 1, (role, scores)
+    if warm:  # the twin trained, was copied and calibrated, and every stage was scored
+        report = results["warm_start"]
+        assert report["twin_steps"] == 2 and report["seconds"] > 0
+        assert all(_finite(report[k]) for k in ("twin_psnr", "copied_psnr", "calibrated_psnr")), report
+    else:
+        assert results["warm_start"] is None
     network = module.network
     assert results["params"][module.network_role] == sum(p.numel() for p in network.parameters())
     assert results["energy"][module.network_role]["per_image"]["dense_macs"] > 0

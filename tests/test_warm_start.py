@@ -1,0 +1,61 @@
+"""The warm start inside a fit: it runs once, its time counts as training, a resume does not repeat it, and
+options that need a teacher or an IF start are refused with the key to set."""
+import json
+
+import pytest
+
+import distill.module
+from distill.cli import main
+from distill.errors import ConfigError
+from distill.module import RestorationModule
+from distill.warm_start import WarmStart
+from students.spiking_dncnn import SpikingDnCNN
+
+from test_cli import TINY
+
+
+def fit(run, *extra):
+    main(["fit", "--config", "recipes/quickstart.yaml", "--trainer.val_check_interval=2",
+          f"--trainer.default_root_dir={run}", *TINY, *extra])
+
+
+def test_warm_start_runs_once_counts_its_time_and_survives_a_resume(tmp_path, repo_root, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    run = tmp_path / "run"
+    fit(run, "--trainer.max_steps=2", "--model.init_args.warm_start.twin_steps=6")
+    first = json.loads((run / "results.json").read_text())
+    report = first["warm_start"]
+    assert report["twin_steps"] == 6 and 0 < report["twin_seconds"] <= report["seconds"]
+    assert first["convergence"]["train_seconds"] >= report["seconds"]
+    assert first["convergence"]["history"][0]["seconds"] >= report["seconds"]  # the clock starts before step 1
+
+    def refuse(*_args):
+        raise AssertionError("a resumed run must not train its twin again")
+
+    monkeypatch.setattr(distill.module, "run_warm_start", refuse)
+    fit(run, "--trainer.max_steps=4", "--model.init_args.warm_start.twin_steps=6", "--ckpt_path=last")
+    resumed = json.loads((run / "results.json").read_text())
+    assert resumed["run"]["global_step"] == 4 and resumed["warm_start"] == report
+
+
+def test_teacher_options_need_a_teacher():
+    student = SpikingDnCNN(1, 4, 3, neuron="if", init_membrane=0.5)
+    RestorationModule(student, warm_start=WarmStart(twin_steps=1))  # no teacher needed
+    for option in ({"teacher_output_weight": 1.0}, {"twin_hints": True}, {"select_from_teacher": True}):
+        with pytest.raises(ConfigError, match="need a teacher"):
+            RestorationModule(student, warm_start=WarmStart(twin_steps=1, **option))
+
+
+def test_a_student_that_does_not_start_at_half_threshold_is_refused(tmp_path, repo_root, monkeypatch, capsys):
+    monkeypatch.chdir(repo_root)
+    with pytest.raises(SystemExit) as exit_:
+        fit(tmp_path / "r", "--trainer.max_steps=1", "--model.init_args.student.init_args.init_membrane=0.0")
+    assert exit_.value.code == 2
+    assert "set the student's init_membrane: 0.5 (it has 0)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field, value", [("twin_steps", -1), ("lr", 0.0), ("teacher_output_weight", -1.0),
+                                          ("threshold_percentile", 0.0), ("calibration_patches", 0)])
+def test_bad_options_name_the_field(field, value):
+    with pytest.raises(ConfigError, match=f"{field}={value!r}"):
+        WarmStart(**{field: value})
