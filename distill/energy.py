@@ -86,6 +86,7 @@ from torch import nn
 from distill.errors import ConfigError
 from distill.formatting import si
 from distill.io import atomic_path
+from students.neurons import SpikingNeuron
 
 __all__ = [
     "EnergyConstants",
@@ -360,12 +361,7 @@ def _is_neuron(m: nn.Module, classes: tuple[type, ...]) -> bool:
 
 
 def _neuron_classes() -> tuple[type, ...]:
-    found: list[type] = []
-    try:  # the project's neurons (may not exist in every checkout)
-        from students.neurons import SpikingNeuron as _SN  # noqa: PLC0415
-        found.append(_SN)
-    except Exception:  # pragma: no cover - depends on the checkout
-        pass
+    found: list[type] = [SpikingNeuron]
     try:
         from snntorch._neurons.neurons import SpikingNeuron as _SnnSN  # noqa: PLC0415
         found.append(_SnnSN)

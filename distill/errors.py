@@ -1,21 +1,6 @@
-"""The framework's own exceptions: each names the bad value and what is allowed."""
+"""The framework's own exceptions, re-exported from the leaf package :mod:`spikedistill_core.errors`
+(where they are defined, so that ``students`` and ``teachers`` can raise them without importing ``distill``).
+The classes are the same objects: ``distill.errors.ConfigError is spikedistill_core.errors.ConfigError``."""
+from spikedistill_core.errors import CheckpointError, ConfigError, DataError, SpikeDistillError, TrainingError
 
-
-class SpikeDistillError(Exception):
-    """Base of every error spikedistill raises on purpose."""
-
-
-class ConfigError(SpikeDistillError, ValueError):
-    """A recipe or argument value outside what is allowed."""
-
-
-class DataError(SpikeDistillError, ValueError):
-    """An image, folder or pair that cannot be used."""
-
-
-class CheckpointError(SpikeDistillError, RuntimeError):
-    """Weights that are missing, corrupt, changed, or of another architecture."""
-
-
-class TrainingError(SpikeDistillError, RuntimeError):
-    """Training cannot continue safely (for example a NaN or Inf loss)."""
+__all__ = ["SpikeDistillError", "ConfigError", "DataError", "CheckpointError", "TrainingError"]

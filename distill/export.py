@@ -108,10 +108,11 @@ def load_record(record: Any, name: str) -> nn.Module:
         network = getattr(importlib.import_module(module), cls)(**record["init_args"])
     except (ImportError, AttributeError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{name}: cannot build {record['class_path']}({record['init_args']}): {exc}") from exc
-    missing, unexpected = network.load_state_dict(record["state_dict"], strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{name}: the weights do not fit {record['class_path']}: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}")
+    try:
+        network.load_state_dict(record["state_dict"])
+    except RuntimeError as exc:  # missing, unexpected or mis-shaped keys
+        raise CheckpointError(f"{name}: the weights do not fit {record['class_path']}: "
+                              f"{' '.join(str(exc).split())[:400]}") from None
     network.checkpoint_path = name
     return network.eval()
 

@@ -31,22 +31,22 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from typing import TYPE_CHECKING, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
 
-from distill.errors import ConfigError
+from spikedistill_core.errors import ConfigError
 
 from .spiking_unet import SpikingUNet
 from .surrogates import Surrogate
 
-if TYPE_CHECKING:  # imported lazily: distill.data pulls in Lightning, which `import students` should not
+if TYPE_CHECKING:  # for annotations (and jsonargparse) only: students never import distill at run time
     from distill.data.base import RestorationDataModule
 
 __all__ = [
     "ann_to_snn_key", "activation_scales", "unet_connections", "convert_unet", "calibration_inputs",
-    "default_init_membrane", "ConvertedSpikingUNet",
+    "default_init_membrane", "ConvertedSpikingUNet", "set_default_calibration",
 ]
 
 _CONVERTIBLE = ("multi_threshold", "if")
@@ -226,6 +226,17 @@ def convert_unet(
     return snn
 
 
+_default_calibration: "Callable[[int], RestorationDataModule] | None" = None
+
+
+def set_default_calibration(factory: "Callable[[int], RestorationDataModule] | None") -> None:
+    """Register what ``ConvertedSpikingUNet(calibration=None)`` calibrates on: ``factory(channels)`` returns a
+    DataModule. ``distill.data`` registers its embedded training split (Gaussian noise sigma = 25, 40 x 40 crops)
+    when it is imported; ``students`` cannot build it itself, since students and teachers never import distill."""
+    global _default_calibration
+    _default_calibration = factory
+
+
 def calibration_inputs(data: "RestorationDataModule", count: int, channels: int | None = None) -> Tensor:
     """The first `count` training patches (degraded inputs, ``[count, C, p, p]``) of DataModule `data`.
 
@@ -255,7 +266,7 @@ class ConvertedSpikingUNet(SpikingUNet):
         ann: the trained ``teachers.unet.UNet`` (give it its ``checkpoint``).
         calibration: DataModule whose training patches calibrate the activation scales; None = the
             embedded training split with Gaussian noise sigma = 25 (``DenoisingDataModule``, 40 x 40 crops)
-            in ``ann``'s channels.
+            in ``ann``'s channels, as registered by ``distill.data`` (see :func:`set_default_calibration`).
         calibration_patches: how many of its (epoch-0, seeded) training patches to use.
         timesteps, percentile, neuron, threshold, init_membrane: see :func:`convert_unet`.
         spike_grad, learn_threshold, decoding, checkpoint_segments: passed to :class:`SpikingUNet`.
@@ -288,9 +299,12 @@ class ConvertedSpikingUNet(SpikingUNet):
                 "give ann.init_args.checkpoint", UserWarning, stacklevel=2,
             )
         if calibration is None:
-            from distill.data import DenoisingDataModule
-
-            calibration = DenoisingDataModule(channels=ann.in_channels, sigma=25.0, patch_size=40)
+            if _default_calibration is None:
+                raise ConfigError(
+                    "ConvertedSpikingUNet: calibration=None needs the default calibration data, which "
+                    "importing distill.data registers; give calibration (a DataModule) or import distill.data"
+                )
+            calibration = _default_calibration(ann.in_channels)
         if init_membrane is None:
             init_membrane = default_init_membrane(neuron)
         patches = calibration_inputs(calibration, calibration_patches, ann.in_channels)

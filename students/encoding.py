@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from distill.errors import ConfigError
+from spikedistill_core.errors import ConfigError
 
 from .engine import broadcast_time, check_timesteps, is_time_broadcast
 

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from distill.errors import ConfigError
+from spikedistill_core.errors import ConfigError
 
 from .surrogates import Surrogate
 

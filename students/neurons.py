@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from distill.errors import ConfigError
+from spikedistill_core.errors import ConfigError
 
 from . import engine
 from .surrogates import Surrogate, get_surrogate

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from distill.errors import ConfigError
+from spikedistill_core.errors import ConfigError
 
 from .base import SpikingRestorer
 from .encoding import decode

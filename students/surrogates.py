@@ -24,7 +24,7 @@ import math
 import torch
 from torch import Tensor
 
-from distill.errors import ConfigError
+from spikedistill_core.errors import ConfigError
 
 __all__ = [
     "Surrogate",

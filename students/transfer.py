@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.errors import ConfigError
+from spikedistill_core.errors import ConfigError
 
 from .neurons import QCFS, SpikingNeuron
 

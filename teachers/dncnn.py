@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from distill.errors import ConfigError
+from spikedistill_core.errors import ConfigError
 from teachers.weights import load_weights
 
 __all__ = ["DnCNN", "KAIR_PRESETS", "PRESETS"]

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill.errors import CheckpointError, ConfigError
+from spikedistill_core.errors import CheckpointError, ConfigError
 from teachers.dncnn import _check_positive
 from teachers.weights import load_weights, read_state_dict
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill.errors import ConfigError
+from spikedistill_core.errors import ConfigError
 from teachers.weights import load_weights
 
 __all__ = ["Restormer", "PRESETS", "LAYERNORM_TYPES"]

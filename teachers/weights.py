@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from distill.errors import CheckpointError
+from spikedistill_core.errors import CheckpointError
 
 __all__ = ["REPO_ROOT", "load_weights", "load_file", "resolve_checkpoint", "sha256_file", "read_state_dict"]
 

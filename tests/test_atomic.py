@@ -129,5 +129,6 @@ def test_cli_trainers_write_checkpoints_atomically(tmp_path):
     slurm_plugin = cli.config_init["trainer"]["plugins"]
     assert type(slurm_plugin).__name__ == "SLURMEnvironment" and slurm_plugin.auto_requeue
     # and the default last.ckpt lands where `--ckpt_path last` looks
-    callback = cli.trainer.checkpoint_callback
-    assert callback.save_last and str(callback.dirpath) == str(tmp_path / "r" / "checkpoints")
+    latest = [c for c in cli.trainer.checkpoint_callbacks if c.monitor is None]
+    assert len(latest) == 1 and latest[0].filename == "last"
+    assert str(latest[0].dirpath) == str(tmp_path / "r" / "checkpoints")

@@ -1,6 +1,7 @@
 """ANN -> SNN conversion of the U-Net: connection-wise normalisation, convergence with T."""
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -26,11 +27,9 @@ def _camera() -> torch.Tensor:
         return torch.from_numpy(np.asarray(im.convert("L"), dtype=np.float32) / 255.0)
 
 
-@pytest.fixture(scope="module")
-def trained():
-    """A tiny U-Net briefly trained to denoise real patches (camera.png, sigma 25/255)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+@functools.cache
+def _trained_unet():
+    """A tiny U-Net briefly trained to denoise real patches (camera.png, sigma 25/255); trained once per session."""
     img = _camera()
     patches = torch.stack(
         [img[i : i + 32, j : j + 32] for i in range(96, 416, 80) for j in range(96, 416, 80)]
@@ -47,9 +46,14 @@ def trained():
         loss.backward()
         opt.step()
         first = first if first is not None else loss.item()
-    torch.set_num_threads(previous)
     assert loss.item() < first
     return ann.eval(), noisy, patches
+
+
+@pytest.fixture
+def trained(single_thread):
+    """(ann, noisy, clean) of :func:`_trained_unet`, built under the suite's one-thread fixture."""
+    return _trained_unet()
 
 
 def _residual_error(snn, ann, x) -> float:
@@ -123,3 +127,20 @@ def test_conversion_rejects_leaky_neurons_and_bad_percentile(trained):
         convert_unet(ann, noisy, neuron="lif")
     with pytest.raises(ConfigError, match=r"percentile=0"):
         activation_scales(ann, noisy, percentile=0)
+
+
+@pytest.mark.filterwarnings("ignore:ConvertedSpikingUNet. the U-Net has no checkpoint")
+def test_default_calibration_is_registered_by_distill_data(monkeypatch):
+    """calibration=None: students cannot import distill, so distill.data registers its default DataModule."""
+    import students.conversion as conversion
+    from distill.data import DenoisingDataModule
+
+    torch.manual_seed(0)
+    ann = UNet(preset="tiny")
+    student = conversion.ConvertedSpikingUNet(ann, calibration_patches=2, timesteps=2)
+    default = DenoisingDataModule(channels=1, sigma=25.0, patch_size=40)  # the documented default
+    reference = convert_unet(ann, conversion.calibration_inputs(default, 2), timesteps=2)
+    assert student.activation_scales == reference.activation_scales
+    monkeypatch.setattr(conversion, "_default_calibration", None)  # as in a process that never imported distill
+    with pytest.raises(ConfigError, match=r"calibration=None.*import distill\.data"):
+        conversion.ConvertedSpikingUNet(ann, calibration_patches=2, timesteps=2)

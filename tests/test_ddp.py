@@ -29,6 +29,7 @@ def keys(tree, prefix=""):
 
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="this torch build has no gloo backend")
+@pytest.mark.slow  # a two-process `spikedistill fit` subprocess
 def test_two_process_ddp_fit_matches_single_process(tmp_path, capsys):
     recipe = tiny_recipe(tmp_path)
     common = ["fit", "--config", QUICKSTART, "--config", str(recipe),

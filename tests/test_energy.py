@@ -21,6 +21,7 @@ from distill.energy import (
     resolve_constants,
 )
 from distill.errors import ConfigError
+from students import engine, neurons
 
 FP32 = PRESETS["45nm-fp32"]
 
@@ -254,8 +255,6 @@ def test_spike_matmul_counts_non_zero_products():
 
 
 def test_real_student_neurons_and_time_distributed():
-    neurons = pytest.importorskip("students.neurons")
-    engine = pytest.importorskip("students.engine")
     T = 4
 
     class RealSNN(nn.Module):

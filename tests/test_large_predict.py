@@ -62,6 +62,7 @@ def measure(folder, out, size):
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="peak memory is read from Linux /proc")
+@pytest.mark.slow  # a prediction subprocess on a large image
 def test_tiled_predict_memory_is_bounded_by_the_tile(tmp_path):
     size = 1024
     folder = tmp_path / "in"

@@ -3,6 +3,7 @@ import csv
 import io
 import json
 import shutil
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -103,11 +104,22 @@ def test_columns_choose_and_order(runs):
         leaderboard(runs, "md", columns=["nope"])
 
 
+def _md_rows(text: str) -> list[dict[str, str]]:
+    """A markdown table as one {header: cell} dict per body row."""
+    lines = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in text.strip().splitlines()]
+    return [dict(zip(lines[0], cells)) for cells in lines[2:]]
+
+
 def test_variant_column_separates_other_config_differences(runs):
     make_results(runs / "hint-lr", seed=0, hints=True, psnr=31.0, lr=1e-2)
     text, rows, *_ = leaderboard(runs, "md")
     assert rows == 3 and "Variant" in text.splitlines()[0]
-    assert "lr=0.01" in text
+    by_variant = {row["Variant"]: row for row in _md_rows(text)}
+    assert set(by_variant) == {"optimizer.lr=0.01", "optimizer.lr=0.001", "—"}
+    psnr = "PSNR (dB, gray, crop 0)"
+    assert (by_variant["optimizer.lr=0.01"]["Seeds"], by_variant["optimizer.lr=0.01"][psnr]) == ("1", "31.00")
+    assert by_variant["optimizer.lr=0.001"][psnr] == f"{statistics.mean([30.0, 30.2]):.2f} ± {statistics.stdev([30.0, 30.2]):.2f}"
+    assert by_variant["—"]["Distillation"] == "none"
 
 
 def test_latex_booktabs_and_escaping(tmp_path):
@@ -158,15 +170,35 @@ def test_bad_files_are_skipped_with_a_warning(runs, capsys):
 def test_main_writes_file_atomically_and_summarises(runs, tmp_path, capsys):
     out = tmp_path / "board" / "table.tex"
     main([str(runs), "--output", str(out), "--bold-best", "--columns", "model,psnr", "steps"])
-    assert out.read_text().startswith("\\begin{tabular}{lrr}")  # format from the suffix
+    text = out.read_text()
+    assert text.startswith("\\begin{tabular}{lrr}")  # format from the suffix
     assert f"leaderboard: 2 row(s) from 4 run(s) -> {out} (latex)" in capsys.readouterr().out
     assert [p.name for p in out.parent.iterdir()] == ["table.tex"]
+    body = text.split("\\midrule\n")[1].split("\\bottomrule")[0]
+    cells = [line.removesuffix(" \\\\").split(" & ") for line in body.strip().splitlines()]
+    hint, plain = [30.0, 30.2], [29.0, 29.4]  # the fixture's PSNRs; steps 1200, 1400 (hint), 3400, never (plain)
+    assert cells == [
+        ["SpikingDnCNN", f"\\textbf{{{statistics.mean(hint):.2f} $\\pm$ {statistics.stdev(hint):.2f}}}",
+         f"{statistics.mean([1200, 1400]):.0f} / 3400 (1/2)"],
+        ["SpikingDnCNN", f"{statistics.mean(plain):.2f} $\\pm$ {statistics.stdev(plain):.2f}", "3400 (1/2)"],
+    ]
 
 
 def test_main_stdout_and_errors(runs, tmp_path, capsys):
     main([str(runs), "--format", "csv"])
     captured = capsys.readouterr()
-    assert captured.out.startswith("model,teacher,task") and "-> stdout (csv)" in captured.err
+    assert captured.out.startswith("model,teacher,task") and "2 row(s) from 4 run(s) -> stdout (csv)" in captured.err
+    rows = {row["distill"]: row for row in csv.DictReader(io.StringIO(captured.out))}
+    assert set(rows) == {"1 hint", "none"}
+    for name, psnrs, steps, twin in (("1 hint", [30.0, 30.2], 1300.0, 3400.0), ("none", [29.0, 29.4], 3400.0, None)):
+        row = rows[name]  # the fixture's values: teacher 31 dB, 200 uJ, 45k of 556k parameters
+        assert float(row["psnr_mean"]) == pytest.approx(statistics.mean(psnrs))
+        assert float(row["psnr_std"]) == pytest.approx(statistics.stdev(psnrs), abs=1e-6)
+        assert float(row["delta_psnr_mean"]) == pytest.approx(statistics.mean(psnrs) - 31.0)
+        assert float(row["energy_uj_mean"]) == 200.0 and float(row["energy_ratio"]) == 10.0
+        assert float(row["params"]) == 45_000 and float(row["param_ratio"]) == pytest.approx(556_000 / 45_000, abs=1e-6)
+        assert float(row["steps"]) == steps and row["steps_twin"] == ("" if twin is None else f"{twin}")
+        assert row["seeds"] == "2" and row["model"] == "SpikingDnCNN" and row["sigma"] == "25"
     with pytest.raises(SystemExit):
         main([str(tmp_path / "nowhere")])
     assert "does not exist" in capsys.readouterr().err
@@ -181,8 +213,10 @@ def test_progress_bar_for_many_runs(tmp_path, capsys):
     root = tmp_path / "many"
     for seed in range(3):
         make_results(root / f"r{seed}", seed=seed)
-    load_runs(root, progress=True)
-    assert "reading results.json" in capsys.readouterr().err
+    loaded, skipped = load_runs(root, progress=True)
+    assert (len(loaded), skipped) == (3, 0)
+    err = capsys.readouterr().err
+    assert "reading results.json" in err and "3/3" in err  # the bar counts every run
 
 
 def test_model_alone_runs(tmp_path):

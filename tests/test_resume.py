@@ -26,17 +26,16 @@ def _results(run: Path) -> dict:
 
 
 @pytest.fixture
-def one_thread():
-    """In-process runs with one intra-op thread, like the subprocess (OMP_NUM_THREADS=1), so that float
-    reductions happen in the same order; global torch flags set by `deterministic=true` are restored after."""
-    threads = torch.get_num_threads()
+def one_thread(single_thread):
+    """In-process runs with one intra-op thread (conftest's `single_thread`), like the subprocess
+    (OMP_NUM_THREADS=1), so that float reductions happen in the same order; global torch flags set by
+    `deterministic=true` are restored after."""
     deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(deterministic)
 
 
+@pytest.mark.slow  # a `spikedistill fit` subprocess killed mid-epoch, then two fits in process
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, one_thread):
     recipe = tiny_recipe(tmp_path)  # 8 batches per epoch, last.ckpt every 3 steps, 15 steps
     common = ["fit", "--config", QUICKSTART, "--config", str(recipe), "--trainer.deterministic=true"]

@@ -96,11 +96,12 @@ def test_zero_tail_starts_as_identity_and_the_body_learns_after_one_step(name):
 @pytest.mark.parametrize("name", list(TINY))
 def test_student_rgb_shapes_odd_size_and_pickle(name):
     torch.manual_seed(0)
-    model = make(name, in_channels=3).eval()
+    model = make(name, in_channels=3, zero_tail=False).eval()  # zero_tail would make y == x for any weights
     x = torch.rand(1, 3, 13, 11)
     with torch.no_grad():
         y = model(x)
         assert y.shape == x.shape
+        assert float((y - x).abs().max()) > 1e-3  # the network really contributes
         back = pickle.loads(pickle.dumps(model))
         torch.testing.assert_close(back(x), y)  # whole student pickles and is deterministic
         torch.testing.assert_close(model(x), y)
@@ -175,10 +176,14 @@ def test_rate_encoding_is_seeded_and_deterministic():
 
 def test_decoding_mean_and_membrane():
     seq = torch.arange(4.0).reshape(4, 1)
-    assert float(decode(seq, "mean")) == pytest.approx(1.5)
-    w = decode_weights(4, "membrane", 0.5)
-    assert float(w.sum()) == pytest.approx(1.0) and float(w[-1]) > float(w[0])
-    assert float(decode(seq, "membrane", 0.5)) == pytest.approx(float((w * seq[:, 0]).sum()))
+    # expected weights written out by hand: mean = 1/T each; membrane = beta**(T-1-t), normalised
+    # (T = 4, beta = 0.5: 1/8, 1/4, 1/2, 1 over their sum 15/8 = 1/15, 2/15, 4/15, 8/15)
+    torch.testing.assert_close(decode_weights(4, "mean"), torch.tensor([0.25, 0.25, 0.25, 0.25]))
+    torch.testing.assert_close(decode_weights(4, "membrane", 0.5), torch.tensor([1.0, 2.0, 4.0, 8.0]) / 15)
+    assert float(decode(seq, "mean")) == pytest.approx(1.5)  # (0 + 1 + 2 + 3) / 4
+    assert float(decode(seq, "membrane", 0.5)) == pytest.approx((0 * 1 + 1 * 2 + 2 * 4 + 3 * 8) / 15)
+    torch.testing.assert_close(decode(torch.arange(8.0).reshape(4, 2), "membrane", 0.5),
+                               torch.tensor([(0 * 1 + 2 * 2 + 4 * 4 + 6 * 8) / 15, (1 * 1 + 3 * 2 + 5 * 4 + 7 * 8) / 15]))
     assert float(decode(torch.full((4, 1), 2.0), "membrane", 0.5)) == pytest.approx(2.0)
     torch.manual_seed(0)
     model = SpikingDnCNN(features=4, depth=3, decoding="membrane")
@@ -186,11 +191,15 @@ def test_decoding_mean_and_membrane():
 
 
 def test_fresh_models_with_same_seed_agree():
+    x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     outs = []
-    for _ in range(2):
-        torch.manual_seed(0)
-        outs.append(SpikingUNet(preset="tiny").eval()(torch.ones(1, 1, 8, 8) * 0.5).detach())
+    for seed in (0, 0, 1):
+        torch.manual_seed(seed)
+        with torch.no_grad():  # zero_tail=False: with the default zero output conv every seed gives y == x
+            outs.append(SpikingUNet(preset="tiny", zero_tail=False).eval()(x))
+    assert float((outs[0] - x).abs().max()) > 1e-3
     torch.testing.assert_close(outs[0], outs[1])
+    assert not torch.allclose(outs[0], outs[2])  # the seed really sets the weights
 
 
 @pytest.mark.parametrize("cls", [SpikingDnCNN, SpikingUNet, ESDNet, SpikerIR])

@@ -49,6 +49,7 @@ def start_sweep(path, runs_dir, log):
                                 start_new_session=True)  # its own process group: the kill takes the fit too
 
 
+@pytest.mark.slow  # `spikedistill sweep` subprocesses, about a minute
 def test_quickstart_grid_killed_mid_run_resumes_and_finishes(tmp_path):
     path, runs_dir, log = tiny_grid(tmp_path), tmp_path / "runs", tmp_path / "sweep.log"
     sweep = start_sweep(path, runs_dir, log)

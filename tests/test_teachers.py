@@ -10,7 +10,7 @@ from teachers.dncnn import DnCNN, PRESETS as DNCNN_PRESETS
 from teachers.ffdnet import FFDNet
 from teachers.restormer import MDTA, PRESETS as RESTORMER_PRESETS, Restormer
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 SMALL = {
     "dncnn_bn": lambda c: DnCNN(in_channels=c, features=8, depth=4, bn=True),

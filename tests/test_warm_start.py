@@ -59,3 +59,19 @@ def test_a_student_that_does_not_start_at_half_threshold_is_refused(tmp_path, re
 def test_bad_options_name_the_field(field, value):
     with pytest.raises(ConfigError, match=f"{field}={value!r}"):
         WarmStart(**{field: value})
+
+
+def test_last_checkpoint_is_the_latest_step_even_when_psnr_falls(tmp_path, repo_root, monkeypatch):
+    """Lightning's save_last only follows new bests; the run's last.ckpt must hold the final step regardless."""
+    import torch
+
+    monkeypatch.chdir(repo_root)
+    run = tmp_path / "run"
+    # a learning rate that climbs to 3 throws the student about: here its PSNR peaks at step 4, not at the end
+    fit(run, "--trainer.max_steps=6", "--model.init_args.warm_start.twin_steps=30",
+        "--model.init_args.optimizer.init_args.lr=3.0",
+        "--model.init_args.scheduler={class_path: torch.optim.lr_scheduler.LinearLR, "
+        "init_args: {start_factor: 1.0e-6, end_factor: 1.0, total_iters: 6}}")
+    history = json.loads((run / "results.json").read_text())["convergence"]["history"]
+    assert max(history, key=lambda h: h["psnr"])["step"] < 6  # the best is not the last
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6

@@ -16,7 +16,7 @@ from teachers.ffdnet import FFDNet
 from teachers.restormer import Restormer
 from teachers.weights import load_weights, resolve_checkpoint, sha256_file
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @dataclass

@@ -15,6 +15,16 @@ from distill.data.images import IMAGE_EXTENSIONS, list_images, load_image, read_
 from distill.data.rain import PRESETS as RAIN_PRESETS
 from distill.data.rain import add_rain, rain_layer
 from distill.data.samples import SAMPLES_NAME, SAMPLES_TRAIN, SAMPLES_VAL, sample_paths, samples_dir
+from students.conversion import set_default_calibration
+
+
+def _default_calibration(channels: int) -> DenoisingDataModule:
+    """What ``students.conversion.ConvertedSpikingUNet(calibration=None)`` calibrates on (students cannot
+    import distill, so distill registers it): the embedded training split, sigma = 25, 40 x 40 crops."""
+    return DenoisingDataModule(channels=channels, sigma=25.0, patch_size=40)
+
+
+set_default_calibration(_default_calibration)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
