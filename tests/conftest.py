@@ -23,3 +23,20 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A three-step quickstart fit with a tiny student and warm start (test_cli.TINY): its run folder."""
+    from distill.cli import main
+    from test_cli import TINY
+
+    root = tmp_path_factory.mktemp("tiny_run") / "run"
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        main(["fit", "--config", "recipes/quickstart.yaml", "--trainer.max_steps=3", "--trainer.val_check_interval=3",
+              f"--trainer.default_root_dir={root}", *TINY])
+    finally:
+        os.chdir(cwd)
+    return root

@@ -9,25 +9,10 @@ from distill.cli import main
 from test_cli import TINY
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    import os
-
-    root = tmp_path_factory.mktemp("energy") / "run"
-    cwd = os.getcwd()
-    os.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    try:
-        main(["fit", "--config", "recipes/quickstart.yaml", "--trainer.max_steps=3", "--trainer.val_check_interval=3",
-              f"--trainer.default_root_dir={root}", *TINY])
-    finally:
-        os.chdir(cwd)
-    return root
-
-
 @pytest.mark.parametrize("source", ["ckpt", "network"])
-def test_energy_of_a_trained_run_matches_its_results(run, source, tmp_path, repo_root, monkeypatch, capsys):
+def test_energy_of_a_trained_run_matches_its_results(tiny_run, source, tmp_path, repo_root, monkeypatch, capsys):
     monkeypatch.chdir(repo_root)
-    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt = tiny_run / "checkpoints" / "last.ckpt"
     if source == "ckpt":
         given = ["--ckpt_path", str(ckpt)]
     else:
@@ -37,7 +22,7 @@ def test_energy_of_a_trained_run_matches_its_results(run, source, tmp_path, repo
     main(["energy", "--config", "recipes/quickstart.yaml", *TINY, *given, "--json", str(report)])
     out = capsys.readouterr().out
     assert "UNTRAINED" not in out and f"trained in {given[1]}" in out
-    measured, recorded = json.loads(report.read_text()), json.loads((run / "results.json").read_text())["energy"]
+    measured, recorded = json.loads(report.read_text()), json.loads((tiny_run / "results.json").read_text())["energy"]
     for role in ("student", "teacher"):
         assert measured[role]["per_image"] == recorded[role]["per_image"], role
     assert measured["ratio"] == pytest.approx(recorded["ratio"])
@@ -52,9 +37,9 @@ def test_energy_without_weights_says_untrained(repo_root, monkeypatch, capsys):
     assert "UNTRAINED (fresh initialisation" in capsys.readouterr().out
 
 
-def test_a_checkpoint_of_another_network_is_refused(run, repo_root, monkeypatch, capsys):
+def test_a_checkpoint_of_another_network_is_refused(tiny_run, repo_root, monkeypatch, capsys):
     monkeypatch.chdir(repo_root)
     with pytest.raises(SystemExit):
         main(["energy", "--config", "recipes/quickstart.yaml", *TINY, "--model.init_args.student.init_args.features=8",
-              "--ckpt_path", str(run / "checkpoints" / "last.ckpt")])
+              "--ckpt_path", str(tiny_run / "checkpoints" / "last.ckpt")])
     assert "does not fit the recipe's SpikingDnCNN" in capsys.readouterr().err

@@ -15,35 +15,19 @@ from teachers.weights import read_state_dict, sha256_file
 from test_cli import TINY
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A two-step quickstart run (tiny student, warm start on)."""
-    import os
-
-    root = tmp_path_factory.mktemp("export") / "run"
-    cwd = os.getcwd()
-    os.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    try:
-        main(["fit", "--config", "recipes/quickstart.yaml", "--trainer.max_steps=2", "--trainer.val_check_interval=2",
-              f"--trainer.default_root_dir={root}", *TINY])
-    finally:
-        os.chdir(cwd)
-    return root
-
-
-def test_export_rebuilds_the_student_from_the_file_alone(run, tmp_path, capsys):
+def test_export_rebuilds_the_student_from_the_file_alone(tiny_run, tmp_path, capsys):
     out = tmp_path / "student.pt"
-    main(["export", str(run / "checkpoints" / "last.ckpt"), str(out)])
+    main(["export", str(tiny_run / "checkpoints" / "last.ckpt"), str(out)])
     assert f"sha256 {sha256_file(out)}" in capsys.readouterr().out
     net = load_network(out)
     assert isinstance(net, SpikingDnCNN) and not net.training
     assert (net.timesteps, len(net.blocks), net.head.neuron.init_membrane) == (4, 2, 0.5)
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    ckpt = torch.load(tiny_run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     for key, value in net.state_dict().items():
         assert torch.equal(value, ckpt[f"student.{key}"]), key
     record = torch.load(out, weights_only=True)
     assert record["format"] == FORMAT and record["class_path"] == "students.spiking_dncnn.SpikingDnCNN"
-    results = json.loads((run / "results.json").read_text())
+    results = json.loads((tiny_run / "results.json").read_text())
     prov = record["provenance"]
     assert prov["teacher"]["sha256"] == sha256_file("teachers/pretrained/dncnn_quickstart_gray_s25.pt")
     assert prov["metrics"] == results["metrics"] and prov["warm_start"] == results["warm_start"]
@@ -57,9 +41,9 @@ def test_export_rebuilds_the_student_from_the_file_alone(run, tmp_path, capsys):
         assert torch.equal(run_model(net, x, torch.zeros(1)), by_hand(x))
 
 
-def test_state_dict_only_export_keeps_the_old_format(run, tmp_path):
+def test_state_dict_only_export_keeps_the_old_format(tiny_run, tmp_path):
     out = tmp_path / "weights.pt"
-    main(["export", str(run / "checkpoints" / "last.ckpt"), str(out), "--state-dict-only"])
+    main(["export", str(tiny_run / "checkpoints" / "last.ckpt"), str(out), "--state-dict-only"])
     weights = torch.load(out, weights_only=True)
     assert "format" not in weights and "head.conv.layer.weight" in weights
     with pytest.raises(CheckpointError, match=r"weights\.pt is not a spikedistill network file"):
