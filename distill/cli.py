@@ -15,7 +15,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from distill.checkpointing import AtomicCheckpointIO
+from distill.checkpointing import AtomicCheckpointIO, LatestCheckpoint
 from distill.errors import SpikeDistillError
 from distill.indexed_keys import apply_indexed, split_indexed
 from distill.prediction import PNGWriter
@@ -178,13 +178,10 @@ class SpikeDistillCLI(LightningCLI):
         if config.get("enable_checkpointing", True) is not False and not any(
             isinstance(c, ModelCheckpoint) for c in user_callbacks
         ):
-            # two callbacks: Lightning's save_last only refreshes last.ckpt when a new best is saved, so a run whose
-            # PSNR stopped rising would resume (and export) from its best step, not its latest
             callbacks = list(callbacks) + [
                 ModelCheckpoint(dirpath=root / "checkpoints", filename="best-{step}", monitor="val/psnr",
                                 mode="max", save_top_k=1),
-                ModelCheckpoint(dirpath=root / "checkpoints", filename="last", monitor=None, save_top_k=1,
-                                enable_version_counter=False),
+                LatestCheckpoint(root / "checkpoints"),
             ]
         plugins = config.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]

@@ -75,3 +75,6 @@ def test_last_checkpoint_is_the_latest_step_even_when_psnr_falls(tmp_path, repo_
     history = json.loads((run / "results.json").read_text())["convergence"]["history"]
     assert max(history, key=lambda h: h["psnr"])["step"] < 6  # the best is not the last
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+    # and when the last steps have no validation, the end of training still writes them
+    fit(tmp_path / "odd", "--trainer.max_steps=5")
+    assert torch.load(tmp_path / "odd" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 5
