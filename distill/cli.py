@@ -1,13 +1,12 @@
-"""The `spikedistill` entry point: LightningCLI for fit/validate/test/predict, plus the extra subcommands."""
+"""LightningCLI for fit/validate/test/predict; the `spikedistill` entry point (`distill.entry`) loads it to train."""
 from __future__ import annotations
 
 import importlib
 import os
 import re
 import sys
-import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
@@ -16,27 +15,10 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from distill.checkpointing import AtomicCheckpointIO, LatestCheckpoint
-from distill.errors import SpikeDistillError
+# the entry point's names (`spikedistill` itself is distill.entry:main, which loads this module only to train)
+from distill.entry import DEBUG_ENV, EXTRA_COMMANDS, LIGHTNING_COMMANDS, main, project_error, user_error  # noqa: F401
 from distill.indexed_keys import apply_indexed, split_indexed
 from distill.prediction import PNGWriter
-
-#: Set to 1 to get Python tracebacks instead of one-paragraph `error: ...` messages.
-DEBUG_ENV = "SPIKEDISTILL_DEBUG"
-
-# extra subcommand -> "module:function" taking argv (imported lazily so `fit` starts fast)
-EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
-    "energy": ("distill.energy_command:main", "per-layer MACs/ACs/energy of teacher and student, and their ratio"),
-    "leaderboard": ("distill.leaderboard:main", "tables (md, latex, csv) from every results.json under a folder"),
-    "sweep": ("distill.sweep:main", "expand a wandb-format sweep file into runs, locally or on SLURM"),
-    "plot": ("distill.plots:main", "convergence curves, firing rates, energy breakdown and image grids"),
-    "export": ("distill.export:main", "save a run's trained network alone as a plain state dict"),
-}
-LIGHTNING_COMMANDS = {
-    "fit": "train (and then test on the held-out split), writing results.json into the run directory",
-    "validate": "score a model on the validation split",
-    "test": "score a model on the test split and write results.json",
-    "predict": "run a model on the predict split",
-}
 
 
 def default_run_dir(config_paths: list[Any] | None) -> str:
@@ -224,83 +206,6 @@ class SpikeDistillCLI(LightningCLI):
 def run_lightning(argv: list[str] | None) -> None:
     """fit / validate / test / predict through LightningCLI (`None` reads sys.argv)."""
     SpikeDistillCLI(args=argv)
-
-
-def print_help() -> None:
-    lines = ["usage: spikedistill <command> [options]", "", "commands:"]
-    for name, text in LIGHTNING_COMMANDS.items():
-        lines.append(f"  {name:<12}{text}")
-    for name, (_, text) in EXTRA_COMMANDS.items():
-        lines.append(f"  {name:<12}{text}")
-    lines += ["", "`spikedistill <command> --help` shows a command's options;",
-              "`spikedistill fit --print_config` prints a full recipe."]
-    print("\n".join(lines))
-
-
-def load_command(name: str) -> Callable[[list[str]], Any]:
-    module, function = EXTRA_COMMANDS[name][0].split(":")
-    return getattr(importlib.import_module(module), function)
-
-
-def user_error(exc: BaseException) -> BaseException | None:
-    """The error behind `exc` that is the user's to fix, if any: a SpikeDistillError (possibly wrapped by
-    jsonargparse) or Lightning's MisconfigurationException (an invalid Trainer setting)."""
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-
-    error = project_error(exc)
-    if error is None and isinstance(exc, MisconfigurationException):
-        error = exc
-    return error
-
-
-def project_error(exc: BaseException) -> SpikeDistillError | None:
-    """The SpikeDistillError behind `exc` (itself, or found along its cause/context chain), if any.
-
-    jsonargparse wraps errors raised while building a recipe's classes in its own ValueError.
-    """
-    pending: list[BaseException | None] = [exc]
-    seen: set[int] = set()
-    while pending:
-        current = pending.pop(0)
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, SpikeDistillError):
-            return current
-        pending += [current.__cause__, current.__context__]
-    return None
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Dispatch to an extra subcommand or to LightningCLI.
-
-    A user error (`user_error`: a SpikeDistillError, also when jsonargparse wrapped it, or an invalid
-    Trainer setting) is printed as one `error: ...` paragraph on stderr and exits with status 2;
-    `SPIKEDISTILL_DEBUG=1` re-raises it. Anything else is a bug and keeps its traceback.
-    """
-    try:
-        _dispatch(argv)
-    except Exception as exc:  # noqa: BLE001 - only user errors are turned into messages
-        error = user_error(exc)
-        if error is None or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
-            raise
-        sys.stdout.flush()
-        print(f"error: {error}\n(set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
-        sys.exit(2)
-
-
-def _dispatch(argv: list[str] | None) -> None:
-    words = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("WANDB_MODE", "offline")
-    # the frozen teacher is in eval mode on purpose
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-    if not words or words[0] in ("-h", "--help"):
-        print_help()
-        return
-    if words[0] in EXTRA_COMMANDS:
-        load_command(words[0])(words[1:])
-        return
-    run_lightning(argv)
 
 
 if __name__ == "__main__":

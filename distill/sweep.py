@@ -14,20 +14,24 @@ The sweep file is wandb's own format, so the same file also works with ``wandb s
       trainer.max_steps: {value: 300}
 
 The base recipe is read from ``command`` (everything but the macros); each parameter, keyed by its
-dotted CLI key, is passed as ``--key=value``. Expansion uses wandb's sweep engine (the ``sweeps``
+dotted CLI key, is passed as ``--key=value``; overrides after ``--`` (``spikedistill sweep FILE --
+--trainer.max_steps=5``) are added to every run. Expansion uses wandb's sweep engine (the ``sweeps``
 package, optional extra ``pip install 'spikedistill[sweeps]'``): ``schema_violations_from_proposed_config``
 validates the file and ``next_run`` proposes the runs offline. Each run is named
-``<sweep>-<8 hex of the SHA-1 of its sorted params>`` and gets ``--trainer.default_root_dir
-RUNS_DIR/<name>``. ``RUNS_DIR/sweep.json`` (written atomically) lists every run, its params,
-command and status.
+``<sweep>-<8 hex of the SHA-1 of its sorted params (and the overrides, if any)>`` and gets
+``--trainer.default_root_dir RUNS_DIR/<name>``. ``RUNS_DIR/sweep.json`` (written atomically) lists every
+run, its params, command, status and seconds.
 
 * ``--executor local`` (default): runs one after another as subprocesses (output in
   ``<run>/sweep.log``), skips runs whose results.json is valid, resumes an interrupted fit from
   ``<run>/checkpoints/last.ckpt``. For ``method: bayes`` each proposal sees the metric of the
   runs before it.
 * ``--executor slurm``: one job array through ``submitit.AutoExecutor`` (logs in
-  ``RUNS_DIR/slurm/``); each array task skips/resumes the same way when it starts (so requeued
-  tasks resume). Bayes proposals are then made up front from the runs finished so far.
+  ``RUNS_DIR/slurm/``), with ``--trainer.num_nodes`` / ``--trainer.devices`` set from ``--nodes`` /
+  ``--gpus``. Each task runs a `SweepJob`, which submitit checkpoints: on SLURM's timeout or preemption
+  signal (submitit's, USR2) the task is requeued and resumes with ``--ckpt_path=last``. Each task
+  skips/resumes the same way when it starts. Bayes proposals are then made up front from the runs
+  finished so far.
 """
 from __future__ import annotations
 
@@ -46,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
 
+import submitit
+
 from distill.errors import ConfigError, SpikeDistillError
 from distill.formatting import slug
 from distill.io import atomic_write_json
@@ -57,6 +63,9 @@ METHODS = ("grid", "random", "bayes")
 GRID_LIMIT = 10_000  # grid points proposed at most (guards against an accidental huge grid)
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 ARG_MACROS = ("${args}", "${args_no_hyphens}")
+#: keys the sweep sets itself, with the sweep option that sets them (under --executor slurm also SLURM_KEYS)
+RESERVED_KEYS = {"trainer.default_root_dir": "--runs-dir"}
+SLURM_KEYS = {"trainer.num_nodes": "--nodes", "trainer.devices": "--gpus"}
 KNOWN_MACROS = ("${env}", "${interpreter}", "${program}") + ARG_MACROS
 
 
@@ -250,8 +259,10 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def run_name(sweep: str, params: dict[str, Any]) -> str:
-    digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+def run_name(sweep: str, params: dict[str, Any], overrides: Sequence[str] = ()) -> str:
+    """`<sweep>-<8 hex>` of the sorted params, and of the overrides when there are any."""
+    key: Any = {"params": params, "overrides": list(overrides)} if overrides else params
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     return f"{sweep}-{digest[:8]}"
 
 
@@ -264,8 +275,10 @@ def launcher(program: str) -> list[str]:
     return [program]
 
 
-def build_command(spec: SweepSpec, params: dict[str, Any], run_dir: str) -> list[str]:
-    """The run's argv (without ``--ckpt_path``, which is added when the run starts)."""
+def build_command(spec: SweepSpec, params: dict[str, Any], run_dir: str, overrides: Sequence[str] = (),
+                  launch: Sequence[str] = ()) -> list[str]:
+    """The run's argv: the command with its macros filled, then `overrides`, the run directory and the
+    executor's `launch` options (without ``--ckpt_path``, which is added when the run starts)."""
     argv: list[str] = []
     interpreter = False
     for token in spec.command:
@@ -282,8 +295,19 @@ def build_command(spec: SweepSpec, params: dict[str, Any], run_dir: str) -> list
             argv += [f"{key}={format_value(value)}" for key, value in params.items()]
         else:
             argv.append(token)
-    argv.append(f"--trainer.default_root_dir={run_dir}")
-    return argv
+    return [*argv, *overrides, f"--trainer.default_root_dir={run_dir}", *launch]
+
+
+def check_keys(spec: SweepSpec, overrides: Sequence[str], executor: str) -> None:
+    """Overrides are CLI options, and neither they nor the parameters set a key the sweep sets itself."""
+    if overrides and not overrides[0].startswith("--"):
+        raise ConfigError(f"overrides after `--` are CLI options such as --trainer.max_steps=5; got {overrides[0]!r}")
+    reserved = {**RESERVED_KEYS, **(SLURM_KEYS if executor == "slurm" else {})}
+    given = list(spec.config["parameters"]) + [t[2:].split("=", 1)[0] for t in overrides if t.startswith("--")]
+    for key in given:
+        if key in reserved:
+            raise ConfigError(f"{key} is set by `spikedistill sweep` itself (use {reserved[key]}); "
+                              f"remove it from the parameters of {str(spec.path)!r} and from the overrides")
 
 
 def valid_results(run_dir: str | Path) -> dict[str, Any] | None:
@@ -347,6 +371,19 @@ class SweepRunInfo:
                 "error": self.extra.get("error")}
 
 
+def restore(run: SweepRunInfo, item: dict[str, Any]) -> None:
+    """Take over what a previous manifest knew of `run`; whether it finished or was interrupted is
+    what its folder says (`refresh`), a submitted or failed run stays so."""
+    if run.status == "pending" and item.get("status") in ("submitted", "failed"):
+        run.status = item["status"]
+    run.job_id = item.get("job_id")
+    run.returncode = item.get("returncode")
+    run.seconds = item.get("seconds")
+    run.resumed_from = item.get("resumed_from")
+    if item.get("error"):
+        run.extra["error"] = item["error"]
+
+
 def refresh(run: SweepRunInfo, metric_name: str | None) -> SweepRunInfo:
     """Status from the run folder: finished (valid results.json), interrupted (last.ckpt) or as it was."""
     results = valid_results(run.run_dir)
@@ -371,6 +408,8 @@ class Sweep:
     engine: SweepEngine
     runs: list[SweepRunInfo] = field(default_factory=list)
     executor: str = "local"
+    overrides: list[str] = field(default_factory=list)  # after `--`: in every run's command and name
+    launch: list[str] = field(default_factory=list)  # the executor's options, in every run's command
 
     @property
     def manifest_path(self) -> Path:
@@ -397,13 +436,14 @@ class Sweep:
             raise ConfigError(f"sweep file {str(self.spec.path)!r} is not a valid wandb sweep: " + "; ".join(problems))
 
     def new_run(self, params: dict[str, Any]) -> SweepRunInfo:
-        name = base = run_name(self.spec.name, params)
+        name = base = run_name(self.spec.name, params, self.overrides)
         taken = {r.name for r in self.runs}
         k = 2
         while name in taken:  # the same params proposed twice (random/bayes): keep both runs
             name, k = f"{base}-{k}", k + 1
         run_dir = str(self.runs_dir / name)
-        return refresh(SweepRunInfo(name, params, run_dir, build_command(self.spec, params, run_dir)), self.metric_name)
+        command = build_command(self.spec, params, run_dir, self.overrides, self.launch)
+        return refresh(SweepRunInfo(name, params, run_dir, command), self.metric_name)
 
     def past(self) -> list[PastRun]:
         out = []
@@ -435,10 +475,8 @@ class Sweep:
             return
         for item in data.get("runs") or []:
             run = self.new_run(dict(item.get("params") or {}))
-            run.status = item.get("status", "pending") if run.status == "pending" else run.status
-            if run.status == "running" and valid_results(run.run_dir) is None:
-                run.status = "interrupted" if last_checkpoint(run.run_dir) else "pending"
-            run.job_id = item.get("job_id")
+            if item.get("name") == run.name:  # other overrides name other runs, with nothing to take over
+                restore(run, item)
             self.runs.append(run)
 
     def plan(self, max_runs: int | None, incremental: bool) -> int:
@@ -458,6 +496,7 @@ class Sweep:
             "method": self.spec.method,
             "metric": self.spec.config.get("metric"),
             "executor": self.executor,
+            "overrides": self.overrides,
             "cwd": os.getcwd(),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "counts": self.counts(),
@@ -472,8 +511,12 @@ class Sweep:
 
 
 def command_for_start(run_dir: str | Path, command: Sequence[str]) -> tuple[list[str], str | None]:
-    """The command with ``--ckpt_path`` added when an interrupted fit left ``checkpoints/last.ckpt``."""
+    """The command with ``--ckpt_path`` added when an interrupted fit left ``checkpoints/last.ckpt``
+    (unless it names one already, as a requeued SLURM task does)."""
     argv = list(command)
+    given = next((t.split("=", 1)[1] for t in argv if t.startswith("--ckpt_path=")), None)
+    if given is not None:
+        return argv, given
     ckpt = last_checkpoint(run_dir)
     if ckpt is not None and "fit" in argv:
         argv.append(f"--ckpt_path={ckpt}")
@@ -482,8 +525,8 @@ def command_for_start(run_dir: str | Path, command: Sequence[str]) -> tuple[list
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Run one sweep run (also the function a SLURM array task executes): skip if finished, resume
-    from last.ckpt if interrupted, log to ``<run>/sweep.log``. Returns status and return code."""
+    """Run one sweep run: skip if finished, resume from last.ckpt if interrupted, log to
+    ``<run>/sweep.log``. Returns status and return code."""
     cwd = Path(job.get("cwd") or os.getcwd())
     run_dir = cwd / job["run_dir"]  # an absolute run_dir stays as it is
     if valid_results(run_dir) is not None:
@@ -499,6 +542,25 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     ok = proc.returncode == 0 and valid_results(run_dir) is not None
     return {"name": job["name"], "status": "finished" if ok else "failed", "returncode": proc.returncode,
             "skipped": False, "resumed_from": resumed, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def resumed(job: dict[str, Any]) -> dict[str, Any]:
+    """`job` resuming its fit with ``--ckpt_path=last`` (the newest last.ckpt or SLURM hpc checkpoint)."""
+    command = list(job["command"])
+    if "fit" in command and not any(t.startswith("--ckpt_path") for t in command):
+        command.append("--ckpt_path=last")
+    return {**job, "command": command}
+
+
+class SweepJob(submitit.helpers.Checkpointable):
+    """What a SLURM array task runs: `run_job`. On SLURM's timeout or preemption signal submitit calls
+    `checkpoint` and requeues the task with the job it returns, which resumes the fit."""
+
+    def __call__(self, job: dict[str, Any]) -> dict[str, Any]:
+        return run_job(job)
+
+    def checkpoint(self, job: dict[str, Any]) -> submitit.helpers.DelayedSubmission:
+        return submitit.helpers.DelayedSubmission(self, resumed(job))
 
 
 def _job(sweep: Sweep, run: SweepRunInfo) -> dict[str, Any]:
@@ -557,12 +619,38 @@ class SlurmOptions:
     cluster: str = "slurm"  # "local" runs the array with submitit's LocalExecutor (tests, laptops)
     wait: bool = False
     resubmit: bool = False
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    setup: list[str] = field(default_factory=list)  # shell lines run before the task (module load, ...)
+
+    @property
+    def tasks_per_node(self) -> int:
+        """One task per GPU (Lightning DDP under SLURM), one per node without GPUs."""
+        return max(1, self.gpus)
+
+    def trainer_args(self) -> list[str]:
+        """The trainer's nodes and devices as SLURM allocates them (Lightning refuses a mismatch)."""
+        return [f"--trainer.num_nodes={self.nodes}", f"--trainer.devices={self.tasks_per_node}"]
+
+    def executor_parameters(self, name: str, tasks: int) -> dict[str, Any]:
+        """submitit's AutoExecutor parameters for a job array of `tasks` runs."""
+        parameters: dict[str, Any] = {
+            "name": name,
+            "timeout_min": self.time,
+            "nodes": self.nodes,
+            "gpus_per_node": self.gpus,
+            "tasks_per_node": self.tasks_per_node,
+            "cpus_per_task": self.cpus_per_task,
+            "slurm_array_parallelism": self.array_parallelism or tasks,
+        }
+        optional = {"slurm_partition": self.partition, "mem_gb": self.mem_gb, "slurm_account": self.account,
+                    "slurm_qos": self.qos, "slurm_constraint": self.constraint, "slurm_setup": self.setup}
+        return {**parameters, **{key: value for key, value in optional.items() if value}}
 
 
 def run_slurm(sweep: Sweep, options: SlurmOptions) -> list[Any]:
     """Submit every unfinished run as one job array through submitit; return the jobs."""
-    import submitit
-
     if options.cluster == "slurm" and shutil.which("sbatch") is None:
         raise ConfigError("--executor slurm needs SLURM's sbatch on PATH (run it on a login node); "
                           "use --executor local, or --submitit-cluster local to try the job array here")
@@ -575,22 +663,9 @@ def run_slurm(sweep: Sweep, options: SlurmOptions) -> list[Any]:
     todo = [run for run in sweep.runs if run.status != "finished" and run.name not in skip]
     if not todo:
         return []
-    executor = submitit.AutoExecutor(folder=str(sweep.runs_dir / "slurm" / "%j"), cluster=options.cluster)
-    parameters: dict[str, Any] = {
-        "name": sweep.spec.name,
-        "timeout_min": options.time,
-        "nodes": options.nodes,
-        "gpus_per_node": options.gpus,
-        "tasks_per_node": max(1, options.gpus),  # Lightning DDP under SLURM: one task per GPU
-        "cpus_per_task": options.cpus_per_task,
-        "slurm_array_parallelism": options.array_parallelism or len(todo),
-    }
-    if options.partition:
-        parameters["slurm_partition"] = options.partition
-    if options.mem_gb:
-        parameters["mem_gb"] = options.mem_gb
-    executor.update_parameters(**parameters)
-    jobs = executor.map_array(run_job, [_job(sweep, run) for run in todo])
+    executor = submitit.AutoExecutor(folder=str(sweep.runs_dir / "slurm"), cluster=options.cluster)
+    executor.update_parameters(**options.executor_parameters(sweep.spec.name, len(todo)))
+    jobs = executor.map_array(SweepJob(), [_job(sweep, run) for run in todo])
     for run, job in zip(todo, jobs):
         run.job_id, run.status = str(job.job_id), "submitted"
     sweep.write_manifest()
@@ -605,14 +680,17 @@ def run_slurm(sweep: Sweep, options: SlurmOptions) -> list[Any]:
 
 
 def prepare(path: str | os.PathLike, runs_dir: str | None = None, executor: str = "local",
-            max_runs: int | None = None, engine: SweepEngine | None = None) -> tuple[Sweep, int]:
+            max_runs: int | None = None, engine: SweepEngine | None = None, overrides: Sequence[str] = (),
+            launch: Sequence[str] = ()) -> tuple[Sweep, int]:
+    """The sweep with its runs planned (from a previous manifest where there is one), and its run limit."""
     spec = load_sweep(path)
+    check_keys(spec, overrides, executor)
     for recipe in spec.recipes:
         if not Path(recipe).exists():
             raise ConfigError(f"the base recipe {recipe!r} named in the command of {str(spec.path)!r} does not exist "
                               f"(paths are relative to the working directory {os.getcwd()})")
     sweep = Sweep(spec, Path(runs_dir or Path("runs") / "sweeps" / spec.name), engine or load_engine(),
-                  executor=executor)
+                  executor=executor, overrides=list(overrides), launch=list(launch))
     sweep.load_manifest()
     limit = sweep.plan(max_runs, incremental=executor == "local")
     return sweep, limit
@@ -620,11 +698,15 @@ def prepare(path: str | os.PathLike, runs_dir: str | None = None, executor: str 
 
 def run_sweep(path: str | os.PathLike, executor: str = "local", runs_dir: str | None = None,
               max_runs: int | None = None, dry_run: bool = False, slurm: SlurmOptions | None = None,
-              engine: SweepEngine | None = None, progress: bool = True) -> Sweep:
-    """Plan the sweep and run it (or only print the plan with `dry_run`)."""
+              engine: SweepEngine | None = None, progress: bool = True, overrides: Sequence[str] = ()) -> Sweep:
+    """Plan the sweep and run it (or only print the plan with `dry_run`); `overrides` go to every run."""
     if executor not in ("local", "slurm"):
         raise ConfigError(f"executor={executor!r} is not allowed: use local or slurm")
-    sweep, limit = prepare(path, runs_dir, executor, max_runs, engine)
+    slurm = slurm or SlurmOptions()
+    if slurm.nodes < 1 or slurm.gpus < 0:
+        raise ConfigError(f"--nodes={slurm.nodes} --gpus={slurm.gpus}: use --nodes 1 or more and --gpus 0 or more")
+    launch = slurm.trainer_args() if executor == "slurm" else []
+    sweep, limit = prepare(path, runs_dir, executor, max_runs, engine, overrides, launch)
     if dry_run:
         print_plan(sweep, limit)
         return sweep
@@ -633,7 +715,7 @@ def run_sweep(path: str | os.PathLike, executor: str = "local", runs_dir: str | 
     if executor == "local":
         run_local(sweep, limit, progress)
     else:
-        run_slurm(sweep, slurm or SlurmOptions())
+        run_slurm(sweep, slurm)
     return sweep
 
 
@@ -664,8 +746,10 @@ def summary(sweep: Sweep, dry_run: bool) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spikedistill sweep",
+        usage="spikedistill sweep FILE [options] [-- OVERRIDE ...]",
         description="Expand a wandb-format sweep file (method, metric, parameters, program, command) with "
-                    f"wandb's sweep engine ({EXTRA}) and run it locally or as a SLURM job array.",
+                    f"wandb's sweep engine ({EXTRA}) and run it locally or as a SLURM job array. "
+                    "Options after `--` (e.g. -- --trainer.max_steps=5) are added to every run.",
     )
     parser.add_argument("file", metavar="FILE", help="sweep YAML (the same file works with `wandb sweep`)")
     parser.add_argument("--executor", choices=("local", "slurm"), default="local")
@@ -676,11 +760,16 @@ def build_parser() -> argparse.ArgumentParser:
     slurm = parser.add_argument_group("slurm executor")
     slurm.add_argument("--partition", default=None)
     slurm.add_argument("--time", type=int, default=60, help="time limit per run in minutes")
-    slurm.add_argument("--gpus", type=int, default=0, help="GPUs per node")
-    slurm.add_argument("--nodes", type=int, default=1)
+    slurm.add_argument("--gpus", type=int, default=0, help="GPUs per node (one task each; = trainer.devices)")
+    slurm.add_argument("--nodes", type=int, default=1, help="nodes per run (= trainer.num_nodes)")
     slurm.add_argument("--cpus-per-task", type=int, default=2)
     slurm.add_argument("--mem-gb", type=float, default=None)
     slurm.add_argument("--array-parallelism", type=int, default=None, help="array tasks running at once")
+    slurm.add_argument("--account", default=None, help="SLURM account (sbatch --account)")
+    slurm.add_argument("--qos", default=None, help="SLURM quality of service (sbatch --qos)")
+    slurm.add_argument("--constraint", default=None, help="node features, e.g. a100 (sbatch --constraint)")
+    slurm.add_argument("--setup", action="append", default=[], metavar="LINE",
+                       help="shell line run in the job before the task, e.g. 'module load cuda' (repeatable)")
     slurm.add_argument("--wait", action="store_true", help="wait for the array to finish and report statuses")
     slurm.add_argument("--resubmit", action="store_true",
                        help="submit again runs the manifest lists as submitted (their jobs have ended)")
@@ -689,12 +778,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """The sweep's own options, and the run overrides after the first `--`."""
+    if "--" not in argv:
+        return argv, []
+    at = argv.index("--")
+    return argv[:at], argv[at + 1:]
+
+
 def main(argv: list[str], engine: SweepEngine | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    options = SlurmOptions(args.partition, args.time, args.gpus, args.nodes, args.cpus_per_task, args.mem_gb,
-                           args.array_parallelism, args.submitit_cluster, args.wait, args.resubmit)
+    """`spikedistill sweep FILE [options] [-- OVERRIDE ...]`."""
+    own, overrides = split_overrides(argv)
+    args = build_parser().parse_args(own)
+    options = SlurmOptions(
+        partition=args.partition, time=args.time, gpus=args.gpus, nodes=args.nodes, cpus_per_task=args.cpus_per_task,
+        mem_gb=args.mem_gb, array_parallelism=args.array_parallelism, cluster=args.submitit_cluster, wait=args.wait,
+        resubmit=args.resubmit, account=args.account, qos=args.qos, constraint=args.constraint, setup=args.setup)
     try:
-        sweep = run_sweep(args.file, args.executor, args.runs_dir, args.max_runs, args.dry_run, options, engine)
+        sweep = run_sweep(args.file, args.executor, args.runs_dir, args.max_runs, args.dry_run, options, engine,
+                          overrides=overrides)
     except SpikeDistillError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc

@@ -1,17 +1,23 @@
-"""Sweeps: wandb-format file, engine-driven expansion, local runs with skip/resume, manifest, SLURM array
-through submitit's local executor. Tests marked `real_engine` run against wandb's `sweeps` when importable."""
+"""Sweeps: wandb-format file, engine-driven expansion, local runs with skip/resume, manifest, overrides, SLURM
+array through submitit (its local executor, and the sbatch script it writes for a fake `sbatch`), and every
+shipped file through the command `wandb agent` builds. Tests marked `real_engine` run against wandb's
+`sweeps` when importable."""
 import json
+import os
 import shutil
+import signal
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
+import submitit
 import yaml
 
 from distill.errors import ConfigError
 from distill.sweep import (EXTRA, SlurmOptions, WandbSweepEngine, build_command, load_engine, load_sweep, main,
-                           read_metric, run_name, run_sweep)
+                           prepare, read_metric, run_name, run_slurm, run_sweep)
 
 REPO = Path(__file__).resolve().parents[1]
 GRID_FILE = REPO / "recipes" / "sweeps" / "quickstart_grid.yaml"
@@ -29,9 +35,10 @@ except ImportError:
     HAVE_SWEEPS = False
 real_engine = pytest.mark.skipif(not HAVE_SWEEPS, reason=f"wandb's sweep engine is not installed ({EXTRA})")
 
-# a stand-in for `spikedistill fit`: records its argv, fails on --fail=true, leaves a last.ckpt on --crash=true
+# a stand-in for `spikedistill fit`: records its argv, fails on --fail=true, leaves a last.ckpt on --crash=true,
+# on --hold=true writes its parent's pid (the submitit task) to `held` and waits to be killed, unless resumed
 FAKE_FIT = textwrap.dedent('''
-    import json, sys
+    import json, os, sys, time
     from pathlib import Path
     args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
     root = Path(args["trainer.default_root_dir"])
@@ -44,6 +51,10 @@ FAKE_FIT = textwrap.dedent('''
         (root / "checkpoints").mkdir(exist_ok=True)
         (root / "checkpoints" / "last.ckpt").write_text("ckpt")
         sys.exit(1)
+    if args.get("hold") == "true" and "ckpt_path" not in args:
+        (root / "held").write_text(str(os.getppid()))
+        time.sleep(120)
+        sys.exit(4)
     (root / "results.json").write_text(json.dumps({"metrics": {"student": {"psnr": float(args.get("x", 0))}}}))
 ''')
 
