@@ -244,6 +244,28 @@ def summarise(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: shipped file suffix of each arm (issue 14: the distilled student and its strict and plain controls)
+SHIPPED = {"distilled": "", "strict": "_alone", "plain": "_scratch"}
+
+
+def ship(args: argparse.Namespace, seed: int = 0) -> None:
+    """Export seed ``seed``'s distilled student and both controls into ``args.ship`` as self-describing files, with
+    their anchor score and the embedded-photo check in the provenance."""
+    from distill.export import embedded_check, export_network, load_record, network_record
+
+    stem = {"gray": "quickstart_gray_s25", "rgb": "spiden_rgb_s25"}[args.system]
+    for arm, suffix in SHIPPED.items():
+        run_dir = args.runs_dir / arm / f"s{seed}"
+        ckpt = run_dir / "checkpoints" / "last.ckpt"
+        net = load_record(network_record(ckpt), str(run_dir))
+        extra = {"benchmark": {"arm": arm, "seed": seed, "command": " ".join(sys.argv),
+                               **json.loads((run_dir / "anchor.json").read_text())},
+                 "embedded_check": embedded_check(net)}
+        out = args.ship / f"{stem}{suffix}.pt"
+        export_network(ckpt, out, extra)
+        print(f"{out}: anchor {extra['benchmark']['anchor_psnr']:.2f} dB, embedded {extra['embedded_check']['psnr']:.2f} dB")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs-dir", type=Path, default=REPO / "runs" / "distill_pays")
@@ -264,9 +286,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--ship", type=Path, default=None,
+                        help="export seed 0's distilled, strict and plain students into this folder, then stop")
     args = parser.parse_args(argv)
     args.runs_dir = args.runs_dir.resolve()
     args.train, args.eval = args.train.resolve(), args.eval.resolve()
+    if args.ship is not None:
+        ship(args)
+        return
     jobs = [(arm, seed) for seed in args.seeds for arm in args.arms]
     rows: list[dict[str, Any]] = []
 

@@ -117,6 +117,23 @@ def load_record(record: Any, name: str) -> nn.Module:
     return network.eval()
 
 
+@torch.no_grad()
+def embedded_check(network: nn.Module, sigma: float = 25.0, eval_size: int = 256) -> dict[str, Any]:
+    """Mean PSNR (dB) of a denoiser on the embedded held-out photos (fixed noise), as recorded in a shipped file's
+    provenance so that a test can rebuild the file and compare without ``../shared``."""
+    from distill.data import DenoisingDataModule
+    from distill.modeling import run_model
+
+    data = DenoisingDataModule(channels=network.in_channels, sigma=sigma, eval_size=eval_size)
+    data.setup("validate")
+    scores = []
+    for batch in data.val_dataloader():
+        out = run_model(network.eval(), batch["input"], batch["sigma"]).clamp(0, 1)
+        scores += (-10 * torch.log10((out - batch["target"]).pow(2).flatten(1).mean(1))).tolist()
+    return {"psnr": round(sum(scores) / len(scores), 4), "images": len(scores), "sigma": sigma,
+            "eval_size": eval_size, "data": data.dataset_name}
+
+
 def load_network(path: str | Path) -> nn.Module:
     """Rebuild a network exported by ``spikedistill export`` (in eval mode); run it with
     ``distill.modeling.run_model(net, x, sigma)``."""

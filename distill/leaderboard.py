@@ -7,9 +7,14 @@ T and its distillation setting (hints / output distillation). A hint run's *no-h
 row whose config differs only in ``model.init_args.hints`` / ``model.init_args.output_distillation``
 and which uses neither; the steps column then shows "hint steps / twin steps" to a convergence target.
 
+The LaTeX is a booktabs ``tabular`` with a note that explains its abbreviations (``n/r``, ``T/S``, ...);
+its first line names the preamble it needs, and ``--standalone`` writes a whole article that compiles as
+it is (the table scaled down to the text width when wider, ``--landscape`` for a landscape page).
+
 Usage::
 
     spikedistill leaderboard runs --format md|latex|csv [--columns psnr,ssim,...] [--bold-best] [--output FILE]
+    spikedistill leaderboard runs --standalone [--landscape] --output table.tex
 """
 from __future__ import annotations
 
@@ -518,7 +523,35 @@ def latex_escape(text: str) -> str:
     return "".join(out)
 
 
-def render_latex(table: Table) -> str:
+#: what a LaTeX fragment needs in the document's preamble
+LATEX_PREAMBLE = r"\usepackage{booktabs}"
+#: abbreviations of a column, explained in the LaTeX table note when the column is shown
+COLUMN_NOTES = {
+    "sigma": "σ: noise level",
+    "timesteps": "T: timesteps of the spiking network",
+    "delta_psnr": "Δ PSNR: student minus teacher",
+    "param_ratio": "T/S: teacher over student",
+    "energy_ratio": "T/S: teacher over student",
+    "steps": "steps: training steps until the validation PSNR first reached the target, this row / its "
+             "no-hint twin; n/r: not reached; (k/n): only k of n seeds reached it, the mean is over those",
+}
+STAT_COLUMNS = ("psnr", "ssim", "delta_psnr", "energy_uj")
+
+
+def latex_note(table: Table) -> str:
+    """The table note: mean ± std, missing values and the abbreviations of the shown columns."""
+    keys = [c.key for c in table.columns]
+    notes = ["mean ± sample standard deviation over the seeds"] if any(k in STAT_COLUMNS for k in keys) else []
+    if any(cell.text == "—" for row in table.rows for cell in row):
+        notes.append("—: not available")
+    for key in keys:
+        if key in COLUMN_NOTES and COLUMN_NOTES[key] not in notes:
+            notes.append(COLUMN_NOTES[key])
+    return latex_escape("; ".join(notes) + ".") if notes else ""
+
+
+def latex_tabular(table: Table) -> str:
+    """The booktabs tabular, a block rule between task/dataset/σ/colour blocks."""
     spec = "".join("r" if c.numeric else "l" for c in table.columns)
     lines = [f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
              " & ".join(latex_escape(c.header) for c in table.columns) + r" \\", r"\midrule"]
@@ -532,6 +565,39 @@ def render_latex(table: Table) -> str:
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
+
+
+def _note_paragraph(table: Table) -> str:
+    note = latex_note(table)
+    return f"\\par\\smallskip\n{{\\footnotesize {note}\\par}}\n" if note else ""
+
+
+def render_latex(table: Table) -> str:
+    """The tabular and its note, for a document whose preamble has `LATEX_PREAMBLE`."""
+    header = (f"% spikedistill leaderboard: needs {LATEX_PREAMBLE} in the preamble; --standalone writes a whole "
+              "document, the table scaled down to the page\n")
+    return header + latex_tabular(table) + _note_paragraph(table)
+
+
+def latex_document(table: Table, landscape: bool = False) -> str:
+    """A whole article with the table, scaled down to the text width when it is wider, and its note."""
+    geometry = "landscape,margin=2cm" if landscape else "margin=2cm"
+    return "\n".join([
+        r"\documentclass{article}",
+        f"\\usepackage[{geometry}]{{geometry}}",
+        LATEX_PREAMBLE,
+        r"\usepackage{graphicx}",
+        r"\newsavebox{\leaderboard}",
+        r"\begin{document}",
+        r"\begin{table}[ht]",
+        r"\centering",
+        r"\sbox{\leaderboard}{" + latex_tabular(table).rstrip("\n") + "}",
+        r"\ifdim\wd\leaderboard>\linewidth\resizebox{\linewidth}{!}{\usebox{\leaderboard}}\else\usebox{\leaderboard}\fi",
+        _note_paragraph(table).rstrip("\n"),
+        r"\end{table}",
+        r"\end{document}",
+        "",
+    ])
 
 
 def render_csv(table: Table) -> str:
@@ -557,18 +623,24 @@ _SUFFIX_FORMATS = {".md": "md", ".markdown": "md", ".tex": "latex", ".csv": "csv
 
 
 def leaderboard(runs_dir: str | Path, fmt: str = "md", columns: Sequence[str] | None = None,
-                bold_best: bool = False, target: str | None = None,
-                progress: bool | None = None) -> tuple[str, int, int, int]:
-    """The rendered table, and the numbers of rows, runs read and files skipped."""
+                bold_best: bool = False, target: str | None = None, progress: bool | None = None,
+                standalone: bool = False, landscape: bool = False) -> tuple[str, int, int, int]:
+    """The rendered table (a whole LaTeX document with `standalone`), and the numbers of rows, runs read
+    and files skipped."""
     if fmt not in RENDERERS:
         raise ConfigError(f"format {fmt!r} is not allowed: use one of {', '.join(RENDERERS)}")
+    if standalone and fmt != "latex":
+        raise ConfigError(f"--standalone writes a LaTeX document: use it with --format latex, not {fmt}")
+    if landscape and not standalone:
+        raise ConfigError("--landscape sets the page of a --standalone document: add --standalone")
     runs, skipped = load_runs(runs_dir, progress)
     if not runs:
         raise ConfigError(f"no readable {RESULTS_NAME} under {str(runs_dir)!r}"
                           + (f" ({skipped} skipped, see the warnings above)" if skipped else ""))
     groups = group_runs(runs)
     table = build_table(groups, columns, target or default_target(runs), bold_best)
-    return RENDERERS[fmt](table), len(groups), len(runs), skipped
+    text = latex_document(table, landscape) if standalone else RENDERERS[fmt](table)
+    return text, len(groups), len(runs), skipped
 
 
 def parse_columns(values: Sequence[str] | None) -> list[str] | None:
@@ -585,7 +657,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("runs_dir", metavar="RUNS_DIR", help="folder searched recursively for results.json")
     parser.add_argument("--format", choices=sorted(RENDERERS), default=None,
-                        help="md (default, or from the --output suffix), latex (booktabs) or csv")
+                        help="md (default, or from the --output suffix), latex (a booktabs tabular; "
+                             "its first line names the preamble it needs) or csv")
     parser.add_argument("--columns", nargs="+", default=None, metavar="COL",
                         help=f"columns in order, space- or comma-separated; default: {','.join(DEFAULT_COLUMNS)}; "
                              "also available: variant, protocol")
@@ -594,6 +667,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", default=None,
                         help="convergence target label for the steps column (default: the most common, "
                              "e.g. teacher-1dB)")
+    parser.add_argument("--standalone", action="store_true",
+                        help="LaTeX: a whole article that compiles as it is (the table scaled down to the page "
+                             "width when wider); implies --format latex")
+    parser.add_argument("--landscape", action="store_true", help="with --standalone: a landscape page")
     parser.add_argument("--output", "-o", default=None, help="write to FILE (atomically) instead of stdout")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -601,10 +678,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
-    fmt = args.format or (_SUFFIX_FORMATS.get(Path(args.output).suffix.lower(), "md") if args.output else "md")
+    implied = "latex" if args.standalone else "md"
+    fmt = args.format or (_SUFFIX_FORMATS.get(Path(args.output).suffix.lower(), implied) if args.output else implied)
     try:
         text, rows, runs, skipped = leaderboard(args.runs_dir, fmt, parse_columns(args.columns), args.bold_best,
-                                                args.target, False if args.no_progress else None)
+                                                args.target, False if args.no_progress else None,
+                                                args.standalone, args.landscape)
     except SpikeDistillError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc

@@ -63,10 +63,10 @@ METHODS = ("grid", "random", "bayes")
 GRID_LIMIT = 10_000  # grid points proposed at most (guards against an accidental huge grid)
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 ARG_MACROS = ("${args}", "${args_no_hyphens}")
+KNOWN_MACROS = ("${env}", "${interpreter}", "${program}") + ARG_MACROS
 #: keys the sweep sets itself, with the sweep option that sets them (under --executor slurm also SLURM_KEYS)
 RESERVED_KEYS = {"trainer.default_root_dir": "--runs-dir"}
 SLURM_KEYS = {"trainer.num_nodes": "--nodes", "trainer.devices": "--gpus"}
-KNOWN_MACROS = ("${env}", "${interpreter}", "${program}") + ARG_MACROS
 
 
 # ---------------------------------------------------------------------------------------------------

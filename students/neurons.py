@@ -291,17 +291,23 @@ class QCFS(nn.Module):
     an IF neuron with this ``threshold``, soft reset and a start at half the threshold emits over
     T = L steps of the constant current ``z``. So a twin trained with it converts to IF neurons by a
     plain weight copy (:func:`students.transfer.copy_twin`). The backward is the straight-through
-    gradient of ``clamp(z / threshold, 0, 1)``. Works on any shape (``[T, B, ...]`` included).
+    gradient of ``clamp(z / threshold, 0, 1)`` with slope ``leak`` outside [0, 1]: without it a layer
+    that falls silent (or saturates) during training passes no gradient and never recovers, which left
+    a twin at the identity in one of our seeds. Works on any shape (``[T, B, ...]`` included).
 
     Args:
         levels: L, the student's time steps.
         threshold: the matching IF threshold (> 0).
         learn_threshold: make the threshold a scalar ``nn.Parameter``.
+        leak: gradient slope outside the linear range, in [0, 1) (the forward is unchanged).
     """
 
-    def __init__(self, levels: int = 4, threshold: float = 1.0, learn_threshold: bool = False):
+    def __init__(self, levels: int = 4, threshold: float = 1.0, learn_threshold: bool = False, leak: float = 0.01):
         super().__init__()
         self.levels = engine.check_timesteps(levels, "QCFS levels")
+        if not 0.0 <= leak < 1.0:
+            raise ConfigError(f"QCFS: leak={leak!r} is not allowed; it must be in [0, 1)")
+        self.leak = float(leak)
         th = torch.tensor(_check_threshold(threshold, "QCFS"), dtype=torch.float32)
         if learn_threshold:
             self.threshold = nn.Parameter(th)
@@ -309,12 +315,14 @@ class QCFS(nn.Module):
             self.register_buffer("threshold", th)
 
     def forward(self, z: Tensor) -> Tensor:
-        soft = (z / self.threshold).clamp(0.0, 1.0)
-        hard = torch.floor(soft.detach() * self.levels + 0.5) / self.levels
+        u = z / self.threshold
+        clipped = u.clamp(0.0, 1.0)
+        soft = clipped + self.leak * (u - clipped)  # the gradient path
+        hard = torch.floor(clipped.detach() * self.levels + 0.5) / self.levels
         return soft + (hard - soft).detach()
 
     def extra_repr(self) -> str:
-        return f"levels={self.levels}, threshold={float(self.threshold.detach()):g}"
+        return f"levels={self.levels}, threshold={float(self.threshold.detach()):g}, leak={self.leak:g}"
 
 
 def build_neuron(

@@ -1,7 +1,11 @@
-"""The `spikedistill` entry point: help, print_config, energy, and checkpoints a fit leaves behind."""
+"""The `spikedistill` entry point: help, print_config, start without Lightning, `wandb agent` arguments, energy,
+and checkpoints a fit leaves behind."""
 import csv
+import importlib.util
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +14,9 @@ import yaml
 
 from distill.cli import EXTRA_COMMANDS, LIGHTNING_COMMANDS, main
 from distill.distillation import DistillationModule
+from distill.entry import agent_run_dir, python_nulls
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY = [
     "--model.init_args.student.init_args.features=6",
@@ -30,6 +37,43 @@ def test_help_lists_every_command(capsys):
     out = capsys.readouterr().out
     for name in list(LIGHTNING_COMMANDS) + list(EXTRA_COMMANDS):
         assert f"  {name}" in out
+
+
+NO_TRAINING = [["--help"], ["leaderboard", "{runs}"], ["leaderboard", "--help"], ["sweep", "--help"],
+               ["plot", "--help"], ["export", "--help"]]
+if importlib.util.find_spec("sweeps") is not None:  # wandb's sweep engine expands the plan
+    NO_TRAINING.append(["sweep", "recipes/sweeps/quickstart_grid.yaml", "--dry-run"])
+
+
+@pytest.mark.parametrize("args", NO_TRAINING, ids=" ".join)
+def test_commands_that_do_not_train_start_without_lightning(args, tmp_path):
+    """The `spikedistill` script pyproject.toml declares, in a fresh interpreter: Lightning is never imported."""
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "results.json").write_text(json.dumps({"metrics": {"model": {"psnr": 30.0}}}))
+    module, function = re.search(r'^spikedistill = "([\w.]+):(\w+)"$', (REPO / "pyproject.toml").read_text(),
+                                 re.M).groups()
+    code = (f"import importlib, sys\ntry:\n    importlib.import_module({module!r}).{function}(sys.argv[1:])\n"
+            "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "print('lightning loaded' if 'lightning' in sys.modules else 'no lightning')")
+    argv = [a.format(runs=tmp_path / "runs") for a in args]
+    proc = subprocess.run([sys.executable, "-c", code, *argv], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-1] == "no lightning"
+
+
+def test_wandb_agent_values_python_none_is_null():
+    words = ["fit", "--a=None", "--b=[{'x': None, 'y': 'z'}]", "--c={'k': None}", "--d=[{teacher: body.4}]",
+             "--e=None-ish", "f=None", "--g=[None", "--h=[1, 2]", "--i=null"]
+    assert python_nulls(words) == ["fit", "--a=null", '--b=[{"x": null, "y": "z"}]', '--c={"k": null}',
+                                   "--d=[{teacher: body.4}]", "--e=None-ish", "f=None", "--g=[None", "--h=[1, 2]",
+                                   "--i=null"]
+
+
+def test_wandb_agent_runs_get_their_own_directory():
+    agent = {"WANDB_SWEEP_ID": "abc", "WANDB_RUN_ID": "r1"}
+    assert agent_run_dir(["fit"], agent) == ["fit", "--trainer.default_root_dir=runs/sweeps/abc/r1"]
+    assert agent_run_dir(["fit", "--trainer.default_root_dir=x"], agent) == ["fit", "--trainer.default_root_dir=x"]
+    assert agent_run_dir(["fit"], {"WANDB_RUN_ID": "r1"}) == ["fit"]  # a wandb run id alone is no agent
 
 
 def test_print_config_prints_full_recipe(capsys, repo_root, monkeypatch):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from distill.errors import ConfigError
-from distill.leaderboard import group_runs, latex_escape, leaderboard, load_runs, main
+from distill.leaderboard import LATEX_PREAMBLE, group_runs, latex_escape, leaderboard, load_runs, main
 from distill.results import write_results
 
 HINT = {"teacher": "body.1", "student": "head.neuron", "signal": "spikes", "time_reduce": "mean",
@@ -134,15 +134,46 @@ def test_latex_booktabs_and_escaping(tmp_path):
     assert latex_escape("50% & #1_x") == r"50\% \& \#1\_x"
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
-def test_latex_compiles(runs, tmp_path):
-    text, *_ = leaderboard(runs, "latex", bold_best=True)
-    doc = tmp_path / "table.tex"
-    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage[utf8]{inputenc}\n"
-                   "\\begin{document}\n" + text + "\\end{document}\n")
-    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+def test_latex_states_its_preamble_and_explains_abbreviations(runs, capsys):
+    text, *_ = leaderboard(runs, "latex")
+    assert text.splitlines()[0].startswith(f"% spikedistill leaderboard: needs {LATEX_PREAMBLE} in the preamble")
+    note = text.split("\\end{tabular}")[1]
+    assert "n/r: not reached" in text  # the plain seed 1 never reached the target
+    for explained in ("n/r: not reached", "(k/n): only k of n seeds", "T/S: teacher over student",
+                      "T: timesteps", "$\\pm$ sample standard deviation"):
+        assert explained in note, explained
+    narrow, *_ = leaderboard(runs, "latex", columns=["model", "params"])
+    assert "n/r" not in narrow and "T/S" not in narrow  # only what the shown columns use
+    document, *_ = leaderboard(runs, "latex", standalone=True)
+    assert document.startswith("\\documentclass{article}") and document.rstrip().endswith("\\end{document}")
+    assert LATEX_PREAMBLE in document and "n/r: not reached" in document
+    assert "landscape" in leaderboard(runs, "latex", standalone=True, landscape=True)[0]
+    main([str(runs), "--standalone"])  # --standalone implies LaTeX
+    assert capsys.readouterr().out.startswith("\\documentclass{article}")
+    with pytest.raises(ConfigError, match="--standalone writes a LaTeX document: use it with --format latex, not md"):
+        leaderboard(runs, "md", standalone=True)
+    with pytest.raises(ConfigError, match="add --standalone"):
+        leaderboard(runs, "latex", landscape=True)
+
+
+def pdflatex(folder: Path, name: str, text: str) -> str:
+    """Compile `text` as `name`.tex in `folder`; its log."""
+    (folder / f"{name}.tex").write_text(text)
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", f"{name}.tex"], cwd=folder,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:]
+    return (folder / f"{name}.log").read_text(errors="replace")
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
+def test_latex_compiles_unmodified_and_fits_the_page(runs, tmp_path):
+    for name, options in (("portrait", {}), ("landscape", {"landscape": True})):
+        document, *_ = leaderboard(runs, "latex", bold_best=True, standalone=True, **options)
+        log = pdflatex(tmp_path, name, document)
+        assert "Overfull" not in log and "Float too large" not in log, name
+    fragment, *_ = leaderboard(runs, "latex", bold_best=True, columns=["model", "psnr", "seeds"])
+    pdflatex(tmp_path, "fragment", f"\\documentclass{{article}}\n{LATEX_PREAMBLE}\n\\begin{{document}}\n"
+                                   f"{fragment}\\end{{document}}\n")
 
 
 def test_csv_is_machine_readable(runs):
@@ -171,7 +202,7 @@ def test_main_writes_file_atomically_and_summarises(runs, tmp_path, capsys):
     out = tmp_path / "board" / "table.tex"
     main([str(runs), "--output", str(out), "--bold-best", "--columns", "model,psnr", "steps"])
     text = out.read_text()
-    assert text.startswith("\\begin{tabular}{lrr}")  # format from the suffix
+    assert text.splitlines()[1] == "\\begin{tabular}{lrr}"  # format from the suffix
     assert f"leaderboard: 2 row(s) from 4 run(s) -> {out} (latex)" in capsys.readouterr().out
     assert [p.name for p in out.parent.iterdir()] == ["table.tex"]
     body = text.split("\\midrule\n")[1].split("\\bottomrule")[0]

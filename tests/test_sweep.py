@@ -21,6 +21,7 @@ from distill.sweep import (EXTRA, SlurmOptions, WandbSweepEngine, build_command,
 
 REPO = Path(__file__).resolve().parents[1]
 GRID_FILE = REPO / "recipes" / "sweeps" / "quickstart_grid.yaml"
+SHIPPED = sorted((REPO / "recipes" / "sweeps").glob("*.yaml"))
 HINT = [{"teacher": "body.16", "student": "blocks.3.neuron", "student_signal": "spikes", "time_reduce": "mean",
          "adapter": "conv1x1", "loss": "mse", "weight": 0.12}]
 
@@ -145,10 +146,44 @@ def test_local_runs_skip_and_manifest(workdir, capsys):
     assert [r["metric"] for r in manifest["runs"]] == [1.0, 2.0]
     assert manifest["runs"][0]["params"] == {"x": 1, "fail": False}
     assert "sweep toy: 2 run(s): 2 finished; runs in runs/sweeps/toy" in capsys.readouterr().out
-    # a second invocation reuses the manifest and runs nothing again
+    # a second invocation reuses the manifest and runs nothing again; the manifest keeps what it knew
     main([str(path)], engine=engine)
     for run in manifest["runs"]:
         assert len((workdir / run["dir"] / "calls.jsonl").read_text().splitlines()) == 1
+    again = json.loads((workdir / "runs/sweeps/toy/sweep.json").read_text())
+    assert all(r["seconds"] for r in manifest["runs"])
+    assert [(r["seconds"], r["returncode"]) for r in again["runs"]] == \
+        [(r["seconds"], r["returncode"]) for r in manifest["runs"]]
+
+
+def test_overrides_reach_every_run_and_name_their_own_runs(workdir):
+    path = write_sweep(workdir)
+    engine = FakeEngine([{"x": 1, "fail": False}, {"x": 2, "fail": False}])
+    main([str(path), "--max-runs", "2", "--", "--trainer.max_steps=5", "--extra", "6"], engine=engine)
+    manifest = json.loads((workdir / "runs/sweeps/toy/sweep.json").read_text())
+    assert manifest["overrides"] == ["--trainer.max_steps=5", "--extra", "6"]
+    assert [r["status"] for r in manifest["runs"]] == ["finished", "finished"]
+    for run in manifest["runs"]:
+        [call] = [json.loads(line) for line in (workdir / run["dir"] / "calls.jsonl").read_text().splitlines()]
+        at = call.index("--trainer.max_steps=5")
+        assert call[at:at + 3] == ["--trainer.max_steps=5", "--extra", "6"]
+    # without the overrides the runs are others: a 5-step trial never passes for a finished full run
+    plain = run_sweep(path, dry_run=True, engine=engine)
+    assert {r.name for r in plain.runs}.isdisjoint(r["name"] for r in manifest["runs"])
+    assert {r.status for r in plain.runs} == {"pending"}
+
+
+def test_overrides_and_parameters_that_the_sweep_sets_itself_are_refused(workdir):
+    path = write_sweep(workdir)
+    for overrides, match in [(["trainer.max_steps=5"], "CLI options such as --trainer.max_steps=5; got 'trainer"),
+                             (["--trainer.default_root_dir=elsewhere"], "use --runs-dir")]:
+        with pytest.raises(ConfigError, match=match):
+            run_sweep(path, dry_run=True, engine=FakeEngine([]), overrides=overrides)
+    devices = write_sweep(workdir, params="  trainer.devices: {value: 2}\n")
+    with pytest.raises(ConfigError, match=r"trainer.devices is set by `spikedistill sweep` itself \(use --gpus\)"):
+        run_sweep(devices, executor="slurm", dry_run=True, engine=FakeEngine([]))
+    with pytest.raises(ConfigError, match="--nodes=0"):
+        run_sweep(path, executor="slurm", dry_run=True, engine=FakeEngine([]), slurm=SlurmOptions(nodes=0))
 
 
 def test_failed_and_resumed_runs(workdir, capsys):
@@ -250,9 +285,71 @@ def test_slurm_array_through_submitit_local_executor(workdir, capsys):
     assert all(r["job_id"] for r in manifest["runs"])
     out = capsys.readouterr().out
     assert "job array" in out and "runs/sweeps/toy/slurm" in out
+    assert not (workdir / "runs/sweeps/toy/slurm/%j").exists()  # no folder named after the pattern
     # finished runs are not submitted again
     sweep = run_sweep(path, executor="slurm", engine=engine, slurm=SlurmOptions(cluster="local", wait=True))
     assert all(r.status == "finished" for r in sweep.runs)
+
+
+def test_timeout_signal_requeues_the_task_and_resumes_the_fit(workdir):
+    """Through submitit's local executor: the array task gets the timeout/preemption signal mid-fit, submitit
+    checkpoints and requeues it, and it runs the fit again with --ckpt_path=last."""
+    path = write_sweep(workdir, params="  hold: {value: true}\n")
+    options = SlurmOptions(cluster="local", time=5)
+    sweep, _ = prepare(path, executor="slurm", engine=FakeEngine([{"hold": True}]), launch=options.trainer_args())
+    sweep.runs_dir.mkdir(parents=True)
+    [job] = run_slurm(sweep, options)
+    held, deadline = Path(sweep.runs[0].run_dir) / "held", time.monotonic() + 120
+    while not (held.exists() and held.read_text()):
+        assert time.monotonic() < deadline and not job.done(), "the fit never started"
+        time.sleep(0.2)
+    os.kill(int(held.read_text()), getattr(signal, f"SIG{submitit.JobEnvironment.USR_SIG}"))
+    outcome = job.result()
+    assert outcome["status"] == "finished" and outcome["resumed_from"] == "last"
+    calls = [json.loads(line) for line in (Path(sweep.runs[0].run_dir) / "calls.jsonl").read_text().splitlines()]
+    assert len(calls) == 2 and not any(a.startswith("--ckpt_path") for a in calls[0])
+    assert calls[1] == calls[0] + ["--ckpt_path=last"]
+
+
+def fake_sbatch(folder: Path, monkeypatch) -> Path:
+    """An `sbatch` on PATH that keeps the script it is given (returned path) and answers as SLURM does, and the
+    `srun` submitit looks for (never run)."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir()
+    script = folder / "submitted.sh"
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\ncp "$1" "{script}"\necho "Submitted batch job 4242"\n')
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    for tool in ("sbatch", "srun"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return script
+
+
+def test_sbatch_script_site_options_trainer_wiring_and_checkpointable_task(workdir, monkeypatch):
+    """The script submitit writes asks SLURM for the signal the task handles, carries the site options and
+    setup lines; the runs' trainer matches the allocation; the task is checkpointable."""
+    script = fake_sbatch(workdir, monkeypatch)
+    path = write_sweep(workdir)
+    main([str(path), "--executor", "slurm", "--nodes", "2", "--gpus", "4", "--time", "30", "--mem-gb", "64",
+          "--account", "proj", "--qos", "high", "--constraint", "a100", "--setup", "module load cuda",
+          "--setup", "source .venv/bin/activate"], engine=FakeEngine([{"x": 1, "fail": False}, {"x": 2, "fail": False}]))
+    text = script.read_text()
+    flags = dict(line[len("#SBATCH --"):].split("=", 1) for line in text.splitlines() if line.startswith("#SBATCH --"))
+    assert flags["signal"].split("@")[0] == submitit.JobEnvironment.USR_SIG  # the signal submitit's task handles
+    assert {key: flags[key] for key in ("account", "qos", "constraint", "nodes", "ntasks-per-node", "gpus-per-node",
+                                        "time", "mem")} == {
+        "account": "proj", "qos": "high", "constraint": "a100", "nodes": "2", "ntasks-per-node": "4",
+        "gpus-per-node": "4", "time": "30", "mem": "64GB"}
+    assert text.index("# setup") < text.index("module load cuda") < text.index("source .venv/bin/activate") \
+        < text.index("# command")
+    manifest = json.loads((workdir / "runs/sweeps/toy/sweep.json").read_text())
+    assert [r["job_id"] for r in manifest["runs"]] == ["4242_0", "4242_1"]
+    assert all(r["command"][-2:] == ["--trainer.num_nodes=2", "--trainer.devices=4"] for r in manifest["runs"])
+    delayed = submitit.SlurmJob(folder=workdir / "runs/sweeps/toy/slurm", job_id="4242_0").submission()
+    assert isinstance(delayed.function, submitit.helpers.Checkpointable)
+    requeued = delayed.function.checkpoint(*delayed.args)
+    assert requeued.args[0]["command"] == delayed.args[0]["command"] + ["--ckpt_path=last"]
+    assert requeued.function.checkpoint(*requeued.args).args[0]["command"] == requeued.args[0]["command"]
 
 
 def test_slurm_needs_sbatch(workdir, monkeypatch):
@@ -316,10 +413,51 @@ def test_every_shipped_sweep_validates_and_its_first_run_resolves(path, monkeypa
     with pytest.raises(SystemExit) as exit_:
         cli_main([*args, "--print_config"])
     assert exit_.value.code == 0
-    printed = yaml.safe_load(capsys.readouterr().out)
-    for key, value in sweep.runs[0].params.items():
+    assert_params(yaml.safe_load(capsys.readouterr().out), sweep.runs[0].params)
+
+
+def holds(node, value) -> bool:
+    """`node` equals `value`, where a mapping in `value` needs only its own keys (defaults fill the rest)."""
+    if isinstance(value, dict):
+        return isinstance(node, dict) and all(k in node and holds(node[k], v) for k, v in value.items())
+    if isinstance(value, list):
+        return isinstance(node, list) and len(node) == len(value) and all(map(holds, node, value))
+    return node == value
+
+
+def assert_params(printed: dict, params: dict) -> None:
+    """Each dotted key of `params` holds its value in the printed config."""
+    for key, value in params.items():
         node = printed
         for part in key.split("."):
             node = node[int(part)] if isinstance(node, list) else node[part]
-        assert node == value or (isinstance(value, list) and [
-            {k: n[k] for k in v} for n, v in zip(node, value)] == value), key
+        assert holds(node, value), (key, node, value)
+
+
+@real_engine
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_every_run_of_every_shipped_sweep_parses_as_wandb_agent_starts_it(path, monkeypatch, capsys):
+    """wandb's own `create_sweep_command_args` writes each value with Python's str() (a null is `None`); the
+    agent fills `${program}` and `${args}` with it as below. Every run parses, into its own directory."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    from distill.entry import main as cli_main
+
+    monkeypatch.chdir(REPO)
+    sweep = run_sweep(path, runs_dir=str(REPO / "runs" / "never-written"), dry_run=True)
+    capsys.readouterr()
+    for i, run in enumerate(sweep.runs):
+        macros = {**create_sweep_command_args({"args": {k: {"value": v} for k, v in run.params.items()}}),
+                  "program": [sweep.spec.program]}
+        argv = [word for token in sweep.spec.command
+                for word in (macros[token[2:-1]] if token.startswith("${") else [token])]
+        monkeypatch.setenv("WANDB_SWEEP_ID", "sw33p")
+        monkeypatch.setenv("WANDB_RUN_ID", f"run{i}")
+        with pytest.raises(SystemExit) as exit_:
+            cli_main([*argv[1:], "--print_config"])
+        out, err = capsys.readouterr()
+        assert exit_.value.code == 0, f"{' '.join(argv)}\n{err[-3000:]}"
+        printed = yaml.safe_load(out)
+        assert printed["trainer"]["default_root_dir"] == f"runs/sweeps/sw33p/run{i}"
+        assert_params(printed, run.params)
+    assert not (REPO / "runs" / "never-written").exists()

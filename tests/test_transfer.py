@@ -37,10 +37,22 @@ def test_qcfs_equals_if_rate_of_a_constant_current(steps):
     assert (ours != reference).float().mean() < 1e-3
 
 
-def test_qcfs_gradient_is_the_clipped_straight_through_one():
-    z = torch.tensor([-0.5, 0.1, 0.3, 0.9, 1.5], requires_grad=True)
-    QCFS(4, 1.0)(z).sum().backward()
-    assert z.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+@pytest.mark.parametrize("leak", [0.0, 0.01])
+def test_qcfs_gradient_is_the_clipped_straight_through_one_with_a_leak(leak):
+    z = torch.tensor([-1.0, 0.2, 0.6, 1.8, 3.0], requires_grad=True)
+    QCFS(4, 2.0, leak=leak)(z).sum().backward()
+    assert torch.allclose(z.grad, torch.tensor([leak, 1.0, 1.0, 1.0, leak]) / 2.0)
+
+
+def test_a_silent_twin_layer_recovers_through_the_leak():
+    """Every input of the activation below zero: with no leak nothing upstream learns; with it, it does."""
+    for leak, moves in ((0.0, False), (0.01, True)):
+        conv = torch.nn.Conv2d(1, 2, 1)
+        with torch.no_grad():
+            conv.bias.fill_(-5.0)
+        act = QCFS(4, 1.0, leak=leak)
+        act(conv(torch.rand(1, 1, 4, 4))).sum().backward()
+        assert (conv.bias.grad.abs().sum() > 0) == moves
 
 
 def test_make_twin_swaps_neurons_sets_one_step_and_leaves_the_student_alone():

@@ -1,0 +1,32 @@
+"""Every shipped network file rebuilds with `load_network` alone and reproduces the check recorded in it."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill.export import embedded_check, load_network
+from distill.modeling import run_model
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((REPO / "students" / "pretrained").glob("*.pt"))
+
+
+def test_the_three_quickstart_students_are_shipped():
+    names = {p.name for p in SHIPPED}
+    assert {"quickstart_gray_s25.pt", "quickstart_gray_s25_alone.pt", "quickstart_gray_s25_scratch.pt"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_student_rebuilds_and_scores_as_recorded(path, single_thread):
+    net = load_network(path)
+    record = torch.load(path, weights_only=True)
+    prov = record["provenance"]
+    assert prov["teacher"]["sha256"] and prov["recipe"]["model"]["class_path"].startswith("distill.")
+    assert path.stat().st_size < 3 * 2**20
+    recorded = prov["embedded_check"]
+    measured = embedded_check(net, recorded["sigma"], recorded["eval_size"])
+    assert measured["images"] == recorded["images"]
+    assert measured["psnr"] == pytest.approx(recorded["psnr"], abs=1e-3)
+    x = torch.rand(1, net.in_channels, 20, 20)
+    with torch.no_grad():
+        assert run_model(net, x, torch.full((1,), 25 / 255)).shape == x.shape
