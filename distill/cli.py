@@ -16,7 +16,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from distill.checkpointing import AtomicCheckpointIO, LatestCheckpoint
 # the entry point's names (`spikedistill` itself is distill.entry:main, which loads this module only to train)
-from distill.entry import DEBUG_ENV, EXTRA_COMMANDS, LIGHTNING_COMMANDS, main, project_error, user_error  # noqa: F401
+from distill.entry import EXTRA_COMMANDS, LIGHTNING_COMMANDS, main, user_error  # noqa: F401
 from distill.indexed_keys import apply_indexed, split_indexed
 from distill.prediction import PNGWriter
 

@@ -131,6 +131,13 @@ def run_warm_start(module: Any, config: WarmStart) -> dict[str, Any]:
     student, device = module.network, module.device
     teacher = getattr(module, "teacher", None)
     hint_set = getattr(module, "hint_set", None) if config.twin_hints else None
+    for neuron in (student.get_submodule(p) for p in neuron_paths(student)):
+        if neuron.init_membrane != 0.5:
+            raise ConfigError(
+                f"warm_start copies a QCFS twin, whose rates an IF neuron reproduces from half its threshold; set the "
+                f"student's init_membrane: 0.5 (it has {neuron.init_membrane:g}), so resumed and exported students "
+                "start there too"
+            )
     dataset = datamodule.train_dataset()
     started = time.perf_counter()
     twin = make_twin(student).to(device)
@@ -139,13 +146,6 @@ def run_warm_start(module: Any, config: WarmStart) -> dict[str, Any]:
         select_from_dncnn(teacher, twin, calibration, config.threshold_percentile)
     else:
         init_thresholds(twin, calibration, config.threshold_percentile)
-    for neuron in (student.get_submodule(p) for p in neuron_paths(student)):
-        if neuron.init_membrane != 0.5:
-            raise ConfigError(
-                f"warm_start copies a QCFS twin, whose rates an IF neuron reproduces from half its threshold; set the "
-                f"student's init_membrane: 0.5 (it has {neuron.init_membrane:g}), so resumed and exported students "
-                "start there too"
-            )
     twin.train()
     trained = list(twin.parameters()) + (list(hint_set.parameters()) if hint_set is not None else [])
     optimizer = torch.optim.Adam(trained, lr=config.lr)
