@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[dev]"
 	$(PY) -m pip install --quiet --no-deps "sweeps>=0.3"  # wandb's sweep engine; see pyproject's sweeps extra
+	$(PY) -m pip install --quiet --no-deps norse==1.1.0 nirtorch==2.6 || echo "norse not installed: tests/test_nir.py skips its simulator check"  # independent NIR reader (test extra; --no-deps keeps torch)
 	# bytecode up front: with PYTHONDONTWRITEBYTECODE set, pip skips it and every run recompiles
 	# Lightning and torch (a CLI start takes ~11 s instead of ~5 s here)
 	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null || true

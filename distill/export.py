@@ -9,13 +9,16 @@ import importlib
 import json
 import platform
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from distill.errors import CheckpointError
 from distill.io import atomic_path
+
+if TYPE_CHECKING:
+    import nir
 
 ROLE_PREFIXES = ("model.", "student.")
 FORMAT = "spikedistill-network/1"
@@ -143,19 +146,45 @@ def load_network(path: str | Path) -> nn.Module:
     return load_record(load_file(file), str(file))
 
 
+def export_nir(source: Path, output: Path, input_size: tuple[int, int] = (64, 64)) -> nir.NIRGraph:
+    """Write the NIR graph (``nir.write``) of the network in ``source``, a run's .ckpt or a network file; returns it."""
+    import nir
+
+    from students.nir_graph import to_nir
+
+    if source.suffix == ".ckpt":
+        network = load_record(network_record(source), str(source))
+    else:
+        network = load_network(source)
+    graph = to_nir(network, input_size)
+    with atomic_path(output) as tmp:
+        nir.write(tmp, graph)
+    return graph
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="spikedistill export", description=__doc__)
-    parser.add_argument("checkpoint", type=Path, help="a run's .ckpt (e.g. runs/NAME/checkpoints/last.ckpt)")
-    parser.add_argument("output", type=Path, help="where to write the network file (.pt)")
-    parser.add_argument("--state-dict-only", action="store_true", help="write the plain state dict instead")
+    parser.add_argument("checkpoint", type=Path, help="a run's .ckpt (e.g. runs/NAME/checkpoints/last.ckpt); "
+                        "for --format nir also a network file")
+    parser.add_argument("output", type=Path, help="where to write the network file (.pt), weights or NIR graph (.nir)")
+    parser.add_argument("--format", choices=("network", "nir", "state_dict"), default="network",
+                        help="network: self-describing file (default); state_dict: the plain weights; "
+                             "nir: a NIR graph of a spiking student (see students.nir_graph)")
+    parser.add_argument("--state-dict-only", dest="format", action="store_const", const="state_dict",
+                        help="the same as --format state_dict")
+    parser.add_argument("--input-size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"),
+                        help="image size of the NIR graph (NIR layers have fixed shapes; default 64 64)")
     args = parser.parse_args(argv)
-    if args.state_dict_only:
+    if args.format == "nir":
+        graph = export_nir(args.checkpoint, args.output, tuple(args.input_size))
+        written = f"a NIR graph of {len(graph.nodes)} nodes"
+    elif args.format == "state_dict":
         weights = network_state_dict(args.checkpoint)
         with atomic_path(args.output) as tmp:
             torch.save(weights, tmp)
-        count = len(weights)
+        written = f"{len(weights)} tensors"
     else:
-        count = len(export_network(args.checkpoint, args.output)["state_dict"])
+        written = f"{len(export_network(args.checkpoint, args.output)['state_dict'])} tensors"
     from teachers.weights import sha256_file
 
-    print(f"wrote {count} tensors to {args.output} (sha256 {sha256_file(args.output)})")
+    print(f"wrote {written} to {args.output} (sha256 {sha256_file(args.output)})")
