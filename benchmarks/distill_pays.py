@@ -131,7 +131,12 @@ def anchor_score(run_dir: Path, eval_dir: Path, mode: str) -> dict[str, Any]:
 
     from distill.export import load_record, network_record
 
-    net = load_record(network_record(run_dir / "checkpoints" / "last.ckpt"), str(run_dir))
+    record = network_record(run_dir / "checkpoints" / "last.ckpt")
+    final = json.loads((run_dir / "results.json").read_text())["run"]["global_step"]
+    step = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
+    if step != final:
+        raise RuntimeError(f"{run_dir}: last.ckpt holds step {step}, but the run ended at step {final}")
+    net = load_record(record, str(run_dir))
 
     def denoise(noisy, sigma):
         with torch.no_grad():
