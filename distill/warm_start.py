@@ -30,7 +30,7 @@ class WarmStart:
     """Recipe options of the warm start (``model.init_args.warm_start``).
 
     Args:
-        twin_steps: optimizer steps of the ANN twin (QCFS activations, T = 1, so each costs about 1/5 of a
+        twin_steps: optimizer steps of the ANN twin (QCFS activations, T = 1, so each costs a third to a fifth of a
             spiking step at T = 4).
         lr: the twin's Adam learning rate, cosine-decayed to 1% over ``twin_steps``.
         select_from_teacher: start the twin from evenly spaced channels of the teacher's layers

@@ -68,13 +68,19 @@ def test_make_twin_swaps_neurons_sets_one_step_and_leaves_the_student_alone():
     assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
 
 
-def test_copy_of_a_one_layer_twin_is_exact_at_the_first_neuron():
-    torch.manual_seed(1)
-    student = SpikingDnCNN(1, 8, 3, timesteps=4, neuron="if", norm="none", zero_tail=False)
+def copied_pair(seed: int, depth: int, batch: int, side: int):
+    """A data-initialised QCFS twin of an 8-channel IF student, copied into it; with the batch used."""
+    torch.manual_seed(seed)
+    student = SpikingDnCNN(1, 8, depth, timesteps=4, neuron="if", norm="none", zero_tail=False)
     twin = make_twin(student)
-    x = torch.rand(2, 1, 16, 16)
+    x = torch.rand(batch, 1, side, side)
     init_thresholds(twin, x)
     copy_twin(twin, student)
+    return student, twin, x
+
+
+def test_copy_of_a_one_layer_twin_is_exact_at_the_first_neuron():
+    student, twin, x = copied_pair(1, depth=3, batch=2, side=16)
     assert student.head.neuron.init_membrane == 0.5
     assert float(student.head.neuron.threshold) == float(twin.head.neuron.threshold)
     for key, value in twin.state_dict().items():
@@ -108,12 +114,7 @@ def test_init_thresholds_keeps_every_layer_alive():
 
 @pytest.mark.parametrize("target", ["twin", 0.15])
 def test_calibration_reaches_the_target_rates_on_a_fixed_batch(target):
-    torch.manual_seed(2)
-    student = SpikingDnCNN(1, 8, 5, timesteps=4, neuron="if", norm="none", zero_tail=False)
-    twin = make_twin(student)
-    x = torch.rand(8, 1, 24, 24)
-    init_thresholds(twin, x)
-    copy_twin(twin, student)
+    student, twin, x = copied_pair(2, depth=5, batch=8, side=24)
     paths = neuron_paths(student)
     if target == "twin":
         targets = channel_rates(twin, x, paths)
