@@ -92,8 +92,9 @@ def arms(system: str) -> dict[str, list[str]]:
 ARMS = arms("gray")
 #: arms whose warm start is off get its time as extra spiking steps
 NO_WARM_START = {"plain"}
-#: warm-started arms without a teacher: they get the teacher's forward passes as extra twin steps
-NO_TEACHER = {"strict"}
+#: warm-started arms whose twin steps run no teacher (none, or one used only to initialise): they get the
+#: teacher's forward passes as extra twin steps
+NO_TEACHER = {"strict", "strict+select"}
 
 
 def arm_steps(arm: str, args: argparse.Namespace) -> tuple[int, int | None]:
