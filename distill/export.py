@@ -1,7 +1,8 @@
 """`spikedistill export CKPT OUT`: save a run's trained network alone (no teacher, no adapters) as one
 self-describing file: class path, init args, state dict and provenance (recipe, teacher SHA-256, versions,
 final metrics). :func:`load_network` rebuilds it in one call; ``checkpoint:`` in a recipe reads it too
-(its ``state_dict`` entry), as it reads plain state dicts and KAIR/BasicSR releases."""
+(its ``state_dict`` entry), as it reads plain state dicts and KAIR/BasicSR releases. ``--model BLOCK`` wraps
+such a weight file, not a run, into the same format."""
 from __future__ import annotations
 
 import argparse
@@ -66,9 +67,6 @@ def network_spec(config: dict[str, Any]) -> dict[str, Any]:
 
 def provenance(checkpoint_path: Path, config: dict[str, Any]) -> dict[str, Any]:
     """Where the network came from: the recipe, the teacher's weight file, versions and the final metrics."""
-    import lightning
-    import snntorch
-
     run = checkpoint_path.resolve().parent.parent
     results = json.loads((run / "results.json").read_text()) if (run / "results.json").is_file() else {}
     return {
@@ -77,9 +75,17 @@ def provenance(checkpoint_path: Path, config: dict[str, Any]) -> dict[str, Any]:
         "teacher": results.get("teacher_source"),
         "metrics": results.get("metrics"),
         "warm_start": results.get("warm_start"),
-        "versions": {"torch": str(torch.__version__), "lightning": str(lightning.__version__),
-                     "snntorch": str(snntorch.__version__), "python": platform.python_version()},
+        "versions": versions(),
     }
+
+
+def versions() -> dict[str, str]:
+    """The library versions a file was written with."""
+    import lightning
+    import snntorch
+
+    return {"torch": str(torch.__version__), "lightning": str(lightning.__version__),
+            "snntorch": str(snntorch.__version__), "python": platform.python_version()}
 
 
 def network_record(checkpoint_path: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -91,11 +97,44 @@ def network_record(checkpoint_path: Path, extra: dict[str, Any] | None = None) -
 
 def export_network(checkpoint_path: Path, output: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the network file of the run of ``checkpoint_path`` (``extra`` joins its provenance); returns it."""
-    record = network_record(checkpoint_path, extra)
+    return save_record(network_record(checkpoint_path, extra), output)
+
+
+def save_record(record: dict[str, Any], output: Path) -> dict[str, Any]:
+    """Write a network record atomically, after checking that it rebuilds; returns it."""
     load_record(record, str(output))  # refuse to write a file that would not rebuild
     with atomic_path(output) as tmp:
         torch.save(record, tmp)
     return record
+
+
+def wrap_weights(source: Path, block: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The network record of a weight file that is not a run (a plain state dict, a KAIR/BasicSR release, an
+    older shipped file): ``block`` is a model block (``class_path`` and ``init_args``) whose class reads
+    ``source`` through its own ``checkpoint:`` loader, so every layout that loads in a recipe converts."""
+    import yaml
+
+    from teachers.weights import resolve_checkpoint, sha256_file
+
+    spec = yaml.safe_load(Path(block).read_text())
+    if not isinstance(spec, dict) or not isinstance(spec.get("class_path"), str):
+        raise CheckpointError(f"{block} is not a model block: it needs a class_path (and init_args)")
+    args = {k: v for k, v in (spec.get("init_args") or {}).items() if k not in WEIGHT_ARGS}
+    file = resolve_checkpoint(source)
+    network = build_network(spec["class_path"], {**args, "checkpoint": str(file)}, str(file))
+    provenance = {"source": {"file": file.name, "sha256": sha256_file(file)}, "model_block": Path(block).name,
+                  "versions": versions(), **(extra or {})}
+    return {"format": FORMAT, "class_path": spec["class_path"], "init_args": args,
+            "state_dict": network.state_dict(), "provenance": provenance}
+
+
+def build_network(class_path: str, init_args: dict[str, Any], name: str) -> nn.Module:
+    """``class_path(**init_args)``; a failure is a CheckpointError naming the file ``name`` it was for."""
+    module, _, cls = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), cls)(**init_args)
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{name}: cannot build {class_path}({init_args}): {exc}") from exc
 
 
 def load_record(record: Any, name: str) -> nn.Module:
@@ -106,11 +145,7 @@ def load_record(record: Any, name: str) -> nn.Module:
             f"{name} is not a spikedistill network file (format {found!r}, expected {FORMAT!r}); plain state dicts "
             "and KAIR/BasicSR files load into a model built by hand, via its `checkpoint:` argument"
         )
-    module, _, cls = record["class_path"].rpartition(".")
-    try:
-        network = getattr(importlib.import_module(module), cls)(**record["init_args"])
-    except (ImportError, AttributeError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{name}: cannot build {record['class_path']}({record['init_args']}): {exc}") from exc
+    network = build_network(record["class_path"], record["init_args"], name)
     try:
         network.load_state_dict(record["state_dict"])
     except RuntimeError as exc:  # missing, unexpected or mis-shaped keys
@@ -121,20 +156,25 @@ def load_record(record: Any, name: str) -> nn.Module:
 
 
 @torch.no_grad()
-def embedded_check(network: nn.Module, sigma: float = 25.0, eval_size: int = 256) -> dict[str, Any]:
-    """Mean PSNR (dB) of a denoiser on the embedded held-out photos (fixed noise), as recorded in a shipped file's
-    provenance so that a test can rebuild the file and compare without ``../shared``."""
-    from distill.data import DenoisingDataModule
+def embedded_check(network: nn.Module, sigma: float = 25.0, eval_size: int = 256,
+                   rain: str | None = None) -> dict[str, Any]:
+    """Mean PSNR (dB) of a restorer on the embedded held-out photos (fixed noise of ``sigma``, or fixed synthetic
+    rain of preset ``rain``), as recorded in a shipped file's provenance so that a test can rebuild the file and
+    compare without ``../shared``."""
+    from distill.data import DenoisingDataModule, DerainingDataModule
     from distill.modeling import run_model
 
-    data = DenoisingDataModule(channels=network.in_channels, sigma=sigma, eval_size=eval_size)
+    if rain is None:
+        data = DenoisingDataModule(channels=network.in_channels, sigma=sigma, eval_size=eval_size)
+    else:
+        data, sigma = DerainingDataModule(channels=network.in_channels, synthetic=rain, eval_size=eval_size), 0.0
     data.setup("validate")
     scores = []
     for batch in data.val_dataloader():
         out = run_model(network.eval(), batch["input"], batch["sigma"]).clamp(0, 1)
         scores += (-10 * torch.log10((out - batch["target"]).pow(2).flatten(1).mean(1))).tolist()
     return {"psnr": round(sum(scores) / len(scores), 4), "images": len(scores), "sigma": sigma,
-            "eval_size": eval_size, "data": data.dataset_name}
+            "eval_size": eval_size, "rain": rain, "data": data.dataset_name}
 
 
 def load_network(path: str | Path) -> nn.Module:
@@ -165,7 +205,7 @@ def export_nir(source: Path, output: Path, input_size: tuple[int, int] = (64, 64
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="spikedistill export", description=__doc__)
     parser.add_argument("checkpoint", type=Path, help="a run's .ckpt (e.g. runs/NAME/checkpoints/last.ckpt); "
-                        "for --format nir also a network file")
+                        "for --format nir also a network file; with --model any weight file")
     parser.add_argument("output", type=Path, help="where to write the network file (.pt), weights or NIR graph (.nir)")
     parser.add_argument("--format", choices=("network", "nir", "state_dict"), default="network",
                         help="network: self-describing file (default); state_dict: the plain weights; "
@@ -174,7 +214,18 @@ def main(argv: list[str]) -> None:
                         help="the same as --format state_dict")
     parser.add_argument("--input-size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"),
                         help="image size of the NIR graph (NIR layers have fixed shapes; default 64 64)")
+    parser.add_argument("--model", type=Path, metavar="BLOCK",
+                        help="wrap a weight file that is not a run (a plain state dict, a KAIR/BasicSR release): "
+                             "the model block (YAML with class_path and init_args) whose class reads it")
+    parser.add_argument("--recipe", help="with --model: the recipe that trained the weights, kept in the provenance")
+    check = parser.add_mutually_exclusive_group()
+    check.add_argument("--check-sigma", type=float, metavar="S",
+                       help="record the network's PSNR on the embedded held-out photos at noise level S (0-255)")
+    check.add_argument("--check-rain", metavar="PRESET", help="the same, on synthetic rain of PRESET (light, heavy)")
     args = parser.parse_args(argv)
+    checking = args.check_sigma is not None or args.check_rain is not None
+    if (args.model is not None or checking) and args.format != "network":
+        parser.error(f"--model and --check-* make a network file; --format {args.format} is not allowed with them")
     if args.format == "nir":
         graph = export_nir(args.checkpoint, args.output, tuple(args.input_size))
         written = f"a NIR graph of {len(graph.nodes)} nodes"
@@ -184,7 +235,15 @@ def main(argv: list[str]) -> None:
             torch.save(weights, tmp)
         written = f"{len(weights)} tensors"
     else:
-        written = f"{len(export_network(args.checkpoint, args.output)['state_dict'])} tensors"
+        if args.model is None:
+            record = network_record(args.checkpoint)
+        else:
+            record = wrap_weights(args.checkpoint, args.model, {"recipe": args.recipe} if args.recipe else None)
+        if checking:
+            network = load_record(record, str(args.checkpoint))
+            record["provenance"]["embedded_check"] = embedded_check(
+                network, args.check_sigma if args.check_sigma is not None else 0.0, rain=args.check_rain)
+        written = f"{len(save_record(record, args.output)['state_dict'])} tensors"
     from teachers.weights import sha256_file
 
     print(f"wrote {written} to {args.output} (sha256 {sha256_file(args.output)})")

@@ -67,3 +67,40 @@ def test_export_needs_the_runs_config(tmp_path, capsys):
         main(["export", str(lone / "last.ckpt"), str(tmp_path / "x.pt")])
     assert exit_.value.code == 2 and "no config.yaml in its run folder" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_model_block_wraps_a_plain_state_dict(tmp_path, capsys, single_thread):
+    from distill.export import embedded_check
+    from teachers.dncnn import DnCNN
+
+    torch.manual_seed(0)
+    teacher = DnCNN(in_channels=1, features=8, depth=3, bn=True)
+    for bn in (m for m in teacher.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.running_mean.uniform_(-0.1, 0.1)  # buffers too must survive the wrap
+    weights, block = tmp_path / "weights.pth", tmp_path / "block.yaml"
+    torch.save({"params": teacher.state_dict()}, weights)  # a BasicSR-style release
+    block.write_text("class_path: teachers.dncnn.DnCNN\n"
+                     "init_args: {in_channels: 1, features: 8, depth: 3, bn: true, checkpoint: elsewhere.pt}\n")
+    out = tmp_path / "wrapped.pt"
+    main(["export", str(weights), str(out), "--model", str(block), "--recipe", "recipes/x.yaml", "--check-sigma", "25"])
+    net = load_network(out)
+    assert isinstance(net, DnCNN) and not net.training
+    for key, value in teacher.state_dict().items():
+        assert torch.equal(net.state_dict()[key], value), key
+    prov = torch.load(out, weights_only=True)["provenance"]
+    assert prov["source"] == {"file": "weights.pth", "sha256": sha256_file(weights)}
+    assert prov["recipe"] == "recipes/x.yaml" and "checkpoint" not in torch.load(out, weights_only=True)["init_args"]
+    assert prov["embedded_check"]["psnr"] == pytest.approx(embedded_check(teacher.eval(), 25.0)["psnr"], abs=1e-4)
+
+
+def test_model_block_errors_are_named(tmp_path, capsys):
+    weights, block = tmp_path / "weights.pth", tmp_path / "block.yaml"
+    torch.save({"w": torch.zeros(1)}, weights)
+    block.write_text("init_args: {features: 8}\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", str(weights), str(tmp_path / "a.pt"), "--model", str(block)])
+    assert exit_.value.code == 2 and "block.yaml is not a model block: it needs a class_path" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", str(weights), str(tmp_path / "a.nir"), "--model", str(block), "--format", "nir"])
+    assert exit_.value.code == 2 and "--format nir is not allowed" in capsys.readouterr().err
+    assert not (tmp_path / "a.pt").exists() and not (tmp_path / "a.nir").exists()

@@ -9,6 +9,7 @@ from distill.modeling import run_model
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "students" / "pretrained").glob("*.pt"))
+TEACHERS = sorted((REPO / "teachers" / "pretrained").glob("*.pt"))
 
 
 def test_the_three_quickstart_students_are_shipped():
@@ -30,3 +31,18 @@ def test_shipped_student_rebuilds_and_scores_as_recorded(path, single_thread):
     x = torch.rand(1, net.in_channels, 20, 20)
     with torch.no_grad():
         assert run_model(net, x, torch.full((1,), 25 / 255)).shape == x.shape
+
+
+@pytest.mark.parametrize("path", TEACHERS, ids=lambda p: p.name)
+def test_shipped_teacher_rebuilds_and_scores_as_recorded(path, single_thread):
+    net = load_network(path)
+    prov = torch.load(path, weights_only=True)["provenance"]
+    assert (REPO / prov["recipe"]).is_file() and len(prov["source"]["sha256"]) == 64
+    assert path.stat().st_size < 3 * 2**20
+    recorded = prov["embedded_check"]
+    measured = embedded_check(net, recorded["sigma"], recorded["eval_size"], rain=recorded["rain"])
+    assert measured["psnr"] == pytest.approx(recorded["psnr"], abs=1e-3)
+    assert {**measured, "psnr": None} == {**recorded, "psnr": None}
+    noisy = torch.rand(1, net.in_channels, 24, 24)
+    with torch.no_grad():
+        assert run_model(net, noisy, torch.full((1,), 25 / 255)).shape == noisy.shape
