@@ -1,5 +1,5 @@
-"""Checkpoints written to a temporary name and renamed, so a kill never leaves a truncated .ckpt; and a
-`last.ckpt` that always holds the latest step."""
+"""Checkpoints written to a temporary name and renamed, so a kill never leaves a truncated .ckpt; a `last.ckpt`
+that always holds the latest step; and no checkpoint of non-finite weights."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +10,21 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from distill.errors import TrainingError
 from distill.io import atomic_path
+
+
+def check_finite_weights(checkpoint: dict[str, Any], where: str) -> None:
+    """TrainingError naming the non-finite weights of `checkpoint` (saved at `where`), so that it is not written
+    over the last good one."""
+    bad = [name for name, value in checkpoint.get("state_dict", {}).items()
+           if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" ... and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise TrainingError(
+            f"non-finite weights at {where} in {shown}; the checkpoint was not written, so the last good one is "
+            "kept. Lower the learning rate or check the data and loss weights"
+        )
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
+from distill.callbacks import RunReport, run_callbacks
 from distill.checkpointing import AtomicCheckpointIO, LatestCheckpoint
 # the entry point's names (`spikedistill` itself is distill.entry:main, which loads this module only to train)
 from distill.entry import EXTRA_COMMANDS, LIGHTNING_COMMANDS, main, user_error  # noqa: F401
@@ -116,7 +118,8 @@ class SpikeDistillParser(LightningArgumentParser):
 
 
 class SpikeDistillCLI(LightningCLI):
-    """LightningCLI with omegaconf interpolation, per-run directories, default loggers and atomic checkpoints."""
+    """LightningCLI with omegaconf interpolation, per-run directories, default loggers, atomic checkpoints and
+    the run's callbacks (energy, convergence, report: `distill.callbacks.run_callbacks`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("parser_class", SpikeDistillParser)
@@ -125,6 +128,7 @@ class SpikeDistillCLI(LightningCLI):
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("parser_kwargs", {"parser_mode": "omegaconf"})
+        kwargs.setdefault("trainer_defaults", {"callbacks": run_callbacks()})
         super().__init__(*args, **kwargs)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
@@ -139,52 +143,63 @@ class SpikeDistillCLI(LightningCLI):
             words += apply_indexed(indexed, lambda key: resolved.get(prefix + key))
         self.config = parser.parse_args(words)  # what LightningCLI does, without its warning on argv
 
+    def _section(self, config: Any) -> Any:
+        """The part of a (parsed or instantiated) config that belongs to the subcommand being run."""
+        return config[self.subcommand] if self.subcommand else config
+
     def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
+        config = self._section(self.config)
         if not config.trainer.default_root_dir:
             config.trainer.default_root_dir = default_run_dir(config.get("config"))
         if self.subcommand == "predict" and config.get("return_predictions") is None:
             config.return_predictions = False  # images are written by PNGWriter, not kept in memory
 
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Add the defaults a run needs unless the recipe set its own: CSV + offline wandb loggers
-        (no wandb with WANDB_MODE=disabled), a `last.ckpt` in `<run>/checkpoints`, and checkpoints written
-        atomically (also next to plugins the recipe sets, unless one of them is a CheckpointIO)."""
-        root = Path(config["default_root_dir"])
+        (no wandb with WANDB_MODE=disabled), a `last.ckpt` in `<run>/checkpoints`, checkpoints written
+        atomically (also next to plugins the recipe sets, unless one of them is a CheckpointIO), and for predict a
+        PNGWriter that tiles as the datamodule's `tile_size` and `tile_overlap` say."""
+        config = self._section(self.config_init).trainer
+        root = Path(config.default_root_dir)
         if config.get("logger") in (None, True):
-            config["logger"] = [CSVLogger(save_dir=str(root), name="csv")]
+            kwargs["logger"] = [CSVLogger(save_dir=str(root), name="csv")]
             if os.environ.get("WANDB_MODE", "").lower() != "disabled":
-                config["logger"].append(
+                kwargs["logger"].append(
                     WandbLogger(save_dir=str(root), name=root.name, project="spikedistill", offline=True))
-        user_callbacks = list(config.get("callbacks") or []) + list(callbacks)
+        given = config.get("callbacks") or []
+        callbacks = list(given) if isinstance(given, (list, tuple)) else [given]
         if config.get("enable_checkpointing", True) is not False and not any(
-            isinstance(c, ModelCheckpoint) for c in user_callbacks
+            isinstance(c, ModelCheckpoint) for c in callbacks
         ):
-            callbacks = list(callbacks) + [
-                ModelCheckpoint(dirpath=root / "checkpoints", filename="best-{step}", monitor="val/psnr",
-                                mode="max", save_top_k=1),
-                LatestCheckpoint(root / "checkpoints"),
-            ]
+            callbacks += [ModelCheckpoint(dirpath=root / "checkpoints", filename="best-{step}", monitor="val/psnr",
+                                          mode="max", save_top_k=1),
+                          LatestCheckpoint(root / "checkpoints")]
+        if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in callbacks):
+            callbacks.append(PNGWriter(tile_size=getattr(self.datamodule, "tile_size", None),
+                                       tile_overlap=getattr(self.datamodule, "tile_overlap", 0)))
+        kwargs["callbacks"] = callbacks
         plugins = config.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
-            config["plugins"] = plugins + [AtomicCheckpointIO()]
-        if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in user_callbacks):
-            callbacks = list(callbacks) + [PNGWriter()]
-        return super()._instantiate_trainer(config, callbacks)
+            kwargs["plugins"] = plugins + [AtomicCheckpointIO()]
+        return super().instantiate_trainer(**kwargs)
 
     def after_instantiate_classes(self) -> None:
-        self._dump_config()
-        if self.model is not None:
-            self.model.run_config = self.config_dump
+        """Hand the run's whole config (as `config.yaml` records it) to the run report, for results.json."""
+        dump = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False, skip_none=False, format="yaml"))
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, RunReport):
+                callback.config = self._section(dump)
 
-    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+    def resolve_last_checkpoint(self) -> None:
         """`--ckpt_path last` resumes from the newest `last.ckpt` or SLURM `hpc_ckpt_N.ckpt` of the run
         (Lightning alone ignores the SLURM ones); with neither, training starts from scratch."""
-        kwargs = super()._prepare_subcommand_kwargs(subcommand)
-        if kwargs.get("ckpt_path") == "last":
-            kwargs["ckpt_path"] = find_last_checkpoint(self.trainer) or "last"
-        return kwargs
+        config = self._section(self.config_init)
+        if config.get("ckpt_path") == "last":
+            config.ckpt_path = find_last_checkpoint(self.trainer) or "last"
+
+    # run before each subcommand, which takes its ckpt_path from `config_init`
+    before_fit = before_validate = before_test = before_predict = resolve_last_checkpoint
 
     def after_fit(self) -> None:
         """Score the fitted model on the held-out split, write results.json, print the table."""

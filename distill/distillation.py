@@ -10,11 +10,10 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from distill.convergence import ConvergenceTargets
-from distill.energy import energy_ratio
 from distill.errors import CheckpointError, ConfigError, SpikeDistillError
 from distill.hints import Hint, HintSet, flat_grad, grad_cap
 from distill.losses import RestorationLoss, pixel_loss
-from distill.modeling import count_parameters, network_args_to_ignore, run_model
+from distill.modeling import count_parameters, run_model, save_hyperparameters_without_networks
 from distill.module import RestorationBase
 from distill.schedules import WeightSchedule, scheduled
 from distill.warm_start import WarmStart
@@ -108,7 +107,7 @@ class DistillationModule(RestorationBase):
                 "that infers hint adapter shapes; at least the model's down-sampling factor, e.g. 64)"
             )
         super().__init__(restoration_loss, optimizer, scheduler, y_channel, crop_border, convergence, energy)
-        self.save_hyperparameters(ignore=network_args_to_ignore("teacher", "student"))
+        save_hyperparameters_without_networks(self, "teacher", "student")
         self.teacher = teacher.eval().requires_grad_(False)
         self.student = student
         self.output_distillation = output_distillation
@@ -124,10 +123,6 @@ class DistillationModule(RestorationBase):
     @property
     def network(self) -> nn.Module:
         return self.student
-
-    def reference_psnr(self) -> float | None:
-        """The teacher's PSNR at the latest validation."""
-        return self.val_scores.get("teacher", {}).get("psnr")
 
     def train(self, mode: bool = True) -> "DistillationModule":
         """Switch the student (and adapters) only: the teacher stays in eval mode, validation included."""
@@ -256,18 +251,11 @@ class DistillationModule(RestorationBase):
         return super().evaluation_outputs(batch) | {"teacher": teacher_out}
 
     def on_test_epoch_start(self) -> None:
-        super().on_test_epoch_start()
         self._teacher_cache.clear()  # test images may share names with validation images
 
     # ---- accounting ---------------------------------------------------------------------------------
     def energy_models(self) -> dict[str, nn.Module]:
         return {"teacher": self.teacher, "student": self.student}
-
-    def energy_summary(self) -> dict[str, Any]:
-        summary = super().energy_summary()
-        if {"teacher", "student"} <= self.energy_reports.keys():
-            summary["ratio"] = energy_ratio(self.energy_reports["teacher"], self.energy_reports["student"])
-        return summary
 
     def parameter_counts(self) -> dict[str, Any]:
         teacher, student = count_parameters(self.teacher), count_parameters(self.student)

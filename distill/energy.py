@@ -44,8 +44,8 @@ For a matmul with two activation operands: one spike operand -> ``MACs x its rat
 operands -> the exact number of non-zero products (an accumulate happens only when both are
 non-zero). For attention (SDPA) the ``QK^T`` and ``PV`` products are rows of their own; ``PV``
 is an AC product only if ``V`` is spikes (``P`` is the analog softmax output).
-Neurons are found by ``isinstance(m, students.neurons.SpikingNeuron)`` (imported lazily),
-``snntorch``'s ``SpikingNeuron``, or duck typing: a module with ``threshold``, ``spike_grad`` and
+Neurons are found by ``isinstance(m, students.neurons.SpikingNeuron)``,
+``snntorch.SpikingNeuron``, or duck typing: a module with ``threshold``, ``spike_grad`` and
 ``probe`` attributes.
 
 A caveat of rule (b): in a spiking model an *image* with values only in {0, 1} (a binary test
@@ -80,6 +80,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
+import snntorch
 import torch
 from torch import nn
 
@@ -355,24 +356,12 @@ def format_comparison(teacher: EnergyReport, student: EnergyReport) -> str:
 
 
 def _is_neuron(m: nn.Module, classes: tuple[type, ...]) -> bool:
-    if classes and isinstance(m, classes):
-        return True
-    return all(hasattr(m, a) for a in ("threshold", "spike_grad", "probe"))
-
-
-def _neuron_classes() -> tuple[type, ...]:
-    found: list[type] = [SpikingNeuron]
-    try:
-        from snntorch._neurons.neurons import SpikingNeuron as _SnnSN  # noqa: PLC0415
-        found.append(_SnnSN)
-    except Exception:  # pragma: no cover
-        pass
-    return tuple(found)
+    return isinstance(m, classes) or all(hasattr(m, a) for a in ("threshold", "spike_grad", "probe"))
 
 
 def find_spiking_neurons(model: nn.Module) -> dict[str, nn.Module]:
     """``{path: module}`` of the spiking neurons in `model` (see the module docstring)."""
-    classes = _neuron_classes()
+    classes = (SpikingNeuron, snntorch.SpikingNeuron)
     return {name: m for name, m in model.named_modules() if _is_neuron(m, classes)}
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from distill.callbacks import EnergyMonitor, first_image
 from distill.cli import SpikeDistillCLI
 from distill.errors import CheckpointError
 
@@ -50,9 +51,9 @@ def main(argv: list[str]) -> None:
     source = load_trained(module.network, args.ckpt_path, args.network)
     datamodule.setup("validate")
     batch = next(iter(datamodule.val_dataloader()))
-    module._energy_batch = {k: v[:1] for k, v in batch.items() if isinstance(v, torch.Tensor)}
-    module.measure_energy()
-    reports = module.energy_reports
+    monitor = EnergyMonitor()
+    monitor.measure(module, first_image(batch))
+    reports = monitor.reports
     height, width = batch["input"].shape[-2:]
     role = module.network_role
     print(f"energy per {height}x{width} image ({batch['name'][0]}) of the {role} "
@@ -71,7 +72,7 @@ def main(argv: list[str]) -> None:
 
         atomic_write_json(args.json, {"image": {"name": batch["name"][0], "height": height, "width": width},
                                       "trained": source, **{k: r.to_dict() for k, r in reports.items()},
-                                      **module.energy_summary()})
+                                      **monitor.summary()})
         print(f"report written to {args.json}")
     if args.csv_dir is not None:
         for name, report in reports.items():

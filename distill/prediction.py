@@ -1,11 +1,12 @@
 """`spikedistill predict` on a folder of images: full-image batches in, restored PNGs out.
 
 * `ImageFolderDataModule` reads every image directly inside `folder` (PNG, JPEG, TIFF, BMP; gray or
-  RGB, converted to `channels`) and yields whole images as contract batches. `tile_size` and
-  `tile_overlap` are read by `RestorationBase.predict_step`, which restores in overlapping tiles
-  (`distill.tiling.restore_tiled`) so memory is bounded by the tile size.
+  RGB, converted to `channels`) and yields whole images as contract batches. Its `tile_size` and
+  `tile_overlap` are the command line's place for the tiling: the CLI hands them to the PNGWriter it adds.
 * `PNGWriter` is a Lightning `BasePredictionWriter` that writes each restored image as
-  ``<output_dir>/<name>.png`` (8-bit, mode L for 1 channel, RGB for 3), atomically.
+  ``<output_dir>/<name>.png`` (8-bit, mode L for 1 channel, RGB for 3), atomically. With a `tile_size`,
+  `RestorationBase.predict_step` restores in overlapping tiles (`distill.tiling.restore_tiled`), so memory
+  is bounded by the tile size.
 """
 from __future__ import annotations
 
@@ -107,6 +108,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         output_dir: where `PNGWriter` writes ``<name>.png`` (relative paths are relative to the
             working directory).
         tile_size: restore in tiles of this many pixels (bounded memory); null = whole image at once.
+            Passed by the CLI to the PNGWriter it adds (see `PNGWriter`).
         tile_overlap: overlap of neighbouring tiles in pixels; tiled output equals untiled output
             when ``tile_overlap // 2`` is at least the model's receptive-field radius.
         sigma: noise level on the 0-255 scale, passed to models that take one (FFDNet).
@@ -187,11 +189,16 @@ class PNGWriter(BasePredictionWriter):
 
     `output_dir`: explicit folder; else the datamodule's `output_dir`; else
     ``<trainer.default_root_dir>/predictions``. Batches must carry `name` (list of str).
+    `tile_size`, `tile_overlap`: the module restores in overlapping tiles of this size (bounded memory; see
+    `distill.tiling`); None restores whole images.
     """
 
-    def __init__(self, output_dir: str | None = None) -> None:
+    def __init__(self, output_dir: str | None = None, tile_size: int | None = None, tile_overlap: int = 0) -> None:
         super().__init__(write_interval="batch")
+        check_tiling(tile_size, tile_overlap)
         self.output_dir = output_dir
+        self.tile_size = tile_size
+        self.tile_overlap = tile_overlap
         self.written: list[Path] = []
 
     def resolve_dir(self, trainer: L.Trainer) -> Path:
@@ -209,6 +216,7 @@ class PNGWriter(BasePredictionWriter):
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.written = []
+        pl_module.predict_tiles = None if self.tile_size is None else (self.tile_size, self.tile_overlap)
 
     def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Any,
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,

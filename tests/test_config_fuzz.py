@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from cli_helpers import QUICKSTART, tiny_recipe, write_images
 from distill.cli import SpikeDistillCLI, user_error
+from distill.module import check_channels
 
 WORK = Path(tempfile.mkdtemp(prefix="spikedistill-fuzz-"))
 atexit.register(shutil.rmtree, WORK, ignore_errors=True)
@@ -134,7 +135,7 @@ def outcome(args: list[str], capsys) -> str:
             warnings.simplefilter("ignore")
             cli = SpikeDistillCLI(args=args, run=False)
             module, data = cli.model, cli.datamodule
-            module.check_data(data)
+            check_channels(data, module.network, module.network_role)
             data.setup("fit")
             batch = next(iter(data.train_dataloader()))
             loss = module.training_step(batch, 0)

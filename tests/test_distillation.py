@@ -5,6 +5,8 @@ import lightning as L
 import pytest
 import torch
 
+from distill.callbacks import ConvergenceMonitor, EnergyMonitor, run_callbacks
+from distill.convergence import ConvergenceTargets
 from distill.data import DenoisingDataModule
 from distill.distillation import DistillationModule, OutputDistillation
 from distill.errors import CheckpointError, ConfigError, TrainingError
@@ -34,11 +36,16 @@ def tiny_module(teacher=None, hints=None, **kwargs):
     return DistillationModule(teacher=teacher or tiny_teacher(), student=student, hints=hints, example_size=16, **kwargs)
 
 
-def trainer(tmp_path, **kwargs):
+def trainer(tmp_path, callbacks=(), **kwargs):
+    """A tiny Trainer with the run's callbacks (energy, convergence, results.json), as the CLI builds it."""
     options = dict(default_root_dir=tmp_path, max_steps=6, logger=False, enable_checkpointing=False,
                    enable_progress_bar=False, enable_model_summary=False, val_check_interval=3,
                    check_val_every_n_epoch=None, num_sanity_val_steps=0)
-    return L.Trainer(**(options | kwargs))
+    return L.Trainer(callbacks=[*run_callbacks(), *callbacks], **(options | kwargs))
+
+
+def run_callback(trainer, kind):
+    return next(c for c in trainer.callbacks if isinstance(c, kind))
 
 
 class HintLog(L.Callback):
@@ -81,6 +88,14 @@ def test_hint_loss_nonzero_and_decreasing(tmp_path):
     trainer(tmp_path, max_steps=40, val_check_interval=40, callbacks=[log]).fit(module, datamodule=tiny_data())
     first, last = sum(log.values[:5]) / 5, sum(log.values[-5:]) / 5
     assert first > 0 and last < 0.7 * first, (first, last)
+
+
+def test_networks_passed_directly_stay_out_of_the_hyperparameters(recwarn):
+    module = tiny_module(output_distillation=OutputDistillation(weight=0.5))
+    for hparams in (module.hparams, module.hparams_initial):  # what checkpoints and loggers get
+        assert not {"teacher", "student"} & set(hparams)
+        assert hparams["example_size"] == 16 and hparams["output_distillation"].weight == 0.5
+    assert not [w for w in recwarn if "is an instance of `nn.Module`" in str(w.message)]
 
 
 def test_results_json_has_every_field(tmp_path):
@@ -199,9 +214,10 @@ def test_each_validation_logs_parameter_ratio_firing_rates_energy_and_convergenc
     from lightning.pytorch.loggers import CSVLogger
 
     L.seed_everything(0)
-    module = tiny_module()
+    module = tiny_module(convergence=ConvergenceTargets(psnr=[0.0, 99.0], below_teacher=[]))
     logger = CSVLogger(tmp_path, name="csv")
-    trainer(tmp_path, max_steps=4, val_check_interval=2, logger=logger).fit(module, datamodule=tiny_data())
+    fit = trainer(tmp_path, max_steps=4, val_check_interval=2, logger=logger)
+    fit.fit(module, datamodule=tiny_data())
     rows = list(csv.DictReader(open(logger.log_dir + "/metrics.csv")))
     validations = [r for r in rows if r.get("params/ratio")]
     assert [int(r["step"]) for r in validations] == [1, 3]  # Lightning logs validation at the last step index
@@ -209,11 +225,17 @@ def test_each_validation_logs_parameter_ratio_firing_rates_energy_and_convergenc
     row = validations[-1]
     assert float(row["params/ratio"]) == pytest.approx(counts["teacher"] / counts["student"])
     assert float(row["params/student"]) == counts["student"]
-    assert float(row["energy/ratio"]) == pytest.approx(module.energy_summary()["ratio"], rel=1e-6)
-    for layer, rate in module.firing_rates.items():
+    energy = run_callback(fit, EnergyMonitor)
+    ratio = energy.reports["teacher"].energy_pj / energy.reports["student"].energy_pj
+    assert float(row["energy/ratio"]) == pytest.approx(ratio, rel=1e-6)
+    assert float(row["energy/mean_firing_rate"]) == pytest.approx(energy.mean_firing_rate, rel=1e-6)
+    for layer, rate in energy.firing_rates.items():
         assert float(row[f"firing/{layer}"]) == pytest.approx(rate, rel=1e-6)
     assert "firing/head.neuron" in row
-    # a target already met (0 dB) is logged with the step of the first validation; an unmet one is absent
-    module.tracker.targets.psnr = [0.0, 99.0]
-    summary = module.validation_summary()
-    assert summary["convergence/steps_to_0dB"] == 2 and "convergence/steps_to_99dB" not in summary
+    # a target already met (0 dB) is logged with the step of the first validation, at every validation since;
+    # an unmet one (99 dB) is never logged
+    assert [float(r["convergence/steps_to_0dB"]) for r in validations] == [2, 2]
+    assert not any(r.get("convergence/steps_to_99dB") for r in rows)
+    history = run_callback(fit, ConvergenceMonitor).tracker.history
+    assert [h["step"] for h in history] == [2, 4] and history[0]["psnr"] == pytest.approx(float(
+        next(r for r in rows if r.get("val/psnr") and int(r["step"]) == 1)["val/psnr"]), rel=1e-6)

@@ -20,20 +20,21 @@ class NearIdentity(nn.Module):
         torch.manual_seed(0)
         self.body = nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding=1), nn.ReLU(),
                                   nn.Conv2d(4, in_channels, 3, padding=1))
+        self.sizes = set()  # (H, W) of every input: tiles, or whole images
 
     def forward(self, x):
+        self.sizes.add(tuple(x.shape[-2:]))
         return x + 0.05 * torch.tanh(self.body(x))
 
 
 def predict(folder, out, channels, tile, overlap=8):
     module = RestorationModule(model=NearIdentity(channels))
-    data = ImageFolderDataModule(str(folder), channels=channels, output_dir=str(out), tile_size=tile,
-                                 tile_overlap=overlap)
-    writer = PNGWriter()
+    data = ImageFolderDataModule(str(folder), channels=channels, output_dir=str(out))
+    writer = PNGWriter(tile_size=tile, tile_overlap=overlap)
     trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
                       enable_model_summary=False, callbacks=[writer], default_root_dir=str(folder.parent))
     trainer.predict(module, datamodule=data, return_predictions=False)
-    return writer
+    return module.model.sizes
 
 
 @pytest.fixture
@@ -49,9 +50,8 @@ def folder(tmp_path):
 @pytest.mark.parametrize("channels, mode", [(3, "RGB"), (1, "L")])
 def test_folder_restored_to_pngs(folder, tmp_path, channels, mode, capsys):
     out = tmp_path / f"out{channels}"
-    writer = predict(folder, out, channels, tile=None)
+    assert predict(folder, out, channels, tile=None) == {(21, 34), (30, 17)}  # whole images
     assert sorted(p.name for p in out.iterdir()) == ["color.png", "gray.png"]
-    assert len(writer.written) == 2
     for name, size in (("gray", (34, 21)), ("color", (17, 30))):
         with Image.open(out / f"{name}.png") as im:
             assert im.mode == mode and im.size == size
@@ -66,8 +66,8 @@ def test_large_image_tiled_equals_untiled(tmp_path):
     yy, xx = np.mgrid[0:500, 0:600]
     big = ((np.sin(xx / 17.0) * np.cos(yy / 11.0) + 1) * 127.5).astype(np.uint8)
     Image.fromarray(big).save(d / "big.png")
-    predict(d, tmp_path / "untiled", 1, tile=None)
-    predict(d, tmp_path / "tiled", 1, tile=128, overlap=8)  # radius 2 <= 8 // 2
+    assert predict(d, tmp_path / "untiled", 1, tile=None) == {(500, 600)}
+    assert predict(d, tmp_path / "tiled", 1, tile=128, overlap=8) == {(128, 128)}  # radius 2 <= 8 // 2
     a = np.asarray(Image.open(tmp_path / "untiled" / "big.png"), dtype=np.int16)
     b = np.asarray(Image.open(tmp_path / "tiled" / "big.png"), dtype=np.int16)
     assert a.shape == (500, 600)
@@ -88,6 +88,8 @@ def test_batches_follow_the_contract(folder):
 def test_errors(tmp_path, folder):
     with pytest.raises(ConfigError, match="tile_size=32 must be larger than tile_overlap=32"):
         ImageFolderDataModule(str(folder), tile_size=32, tile_overlap=32)
+    with pytest.raises(ConfigError, match="tile_size=32 must be larger than tile_overlap=32"):
+        PNGWriter(tile_size=32, tile_overlap=32)
     with pytest.raises(ConfigError, match="channels=2"):
         ImageFolderDataModule(str(folder), channels=2)
     with pytest.raises(DataError, match="does not exist"):
