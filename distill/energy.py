@@ -626,7 +626,11 @@ def _batches(x) -> list[torch.Tensor]:
 
 
 def _counter_mapping(rec: _Recorder) -> dict:
-    """FlopCounterMode formulas that see the real tensors (``_get_raw``) and feed `rec`."""
+    """FlopCounterMode formulas that see the real tensors (``_get_raw``) and feed `rec`.
+
+    ``_get_raw`` is the flag torch's public ``register_flop_formula(get_raw=True)`` sets; that function only
+    registers into the global table (once per op), so a per-measurement mapping sets the flag itself.
+    """
     from torch.utils import flop_counter as fc  # noqa: PLC0415
 
     aten = torch.ops.aten

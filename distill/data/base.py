@@ -238,8 +238,11 @@ class ResumableDataLoader(DataLoader):
     def _sampler_epoch(self) -> int:
         return int(getattr(self.sampler, "epoch", 0))
 
+    # What DataLoader iterators draw their index batches from. Private, but the public routes lose something:
+    # a custom batch_sampler makes Lightning's DDP sampler injection replace the EpochSampler's keys, skipping in
+    # __iter__ loads the skipped batches; torchdata's StatefulDataLoader is not a dependency.
     @property
-    def _index_sampler(self) -> Any:  # what DataLoader iterators draw their index batches from
+    def _index_sampler(self) -> Any:
         return _SkipFirstBatches(super()._index_sampler, self)
 
     def __iter__(self) -> Iterator[Any]:
