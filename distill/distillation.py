@@ -15,6 +15,7 @@ from distill.hints import Hint, HintSet, flat_grad, grad_cap
 from distill.losses import RestorationLoss, pixel_loss
 from distill.modeling import count_parameters, run_model, save_hyperparameters_without_networks
 from distill.module import RestorationBase
+from distill.rate_regularizer import RateRegularizer
 from distill.schedules import WeightSchedule, scheduled
 from distill.warm_start import WarmStart
 
@@ -98,15 +99,18 @@ class DistillationModule(RestorationBase):
         cache_teacher: bool = True,
         example_size: int = 64,
         warm_start: WarmStart | None = None,
+        rate_regularizer: RateRegularizer | None = None,
     ) -> None:
         """``warm_start``: train the student's ANN twin first (optionally from the teacher's weights and towards its
-        output) and start the spiking training from its copy (distill/warm_start.py)."""
+        output) and start the spiking training from its copy (distill/warm_start.py). ``rate_regularizer``: penalise
+        the student's firing rates (distill/rate_regularizer.py)."""
         if isinstance(example_size, bool) or not isinstance(example_size, int) or example_size < 1:
             raise ConfigError(
                 f"example_size={example_size!r} is not allowed: use an integer >= 1 (side of the dry-run image "
                 "that infers hint adapter shapes; at least the model's down-sampling factor, e.g. 64)"
             )
-        super().__init__(restoration_loss, optimizer, scheduler, y_channel, crop_border, convergence, energy)
+        super().__init__(restoration_loss, optimizer, scheduler, y_channel, crop_border, convergence, energy,
+                         rate_regularizer)
         save_hyperparameters_without_networks(self, "teacher", "student")
         self.teacher = teacher.eval().requires_grad_(False)
         self.student = student

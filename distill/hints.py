@@ -170,7 +170,8 @@ class FeatureTap:
     def take(self) -> Tensor:
         """The captured tensor; an error naming the module if its forward never ran."""
         if not self.parts:
-            raise RuntimeError(f"hint module {self.path!r} did not run in the forward pass")
+            raise RuntimeError(f"module {self.path!r}, tapped by a hint or the rate regulariser, did not run in the "
+                               "forward pass")
         parts, self.parts = self.parts, []
         if self.signal == "membrane":
             membrane, self.module.membrane = self.module.membrane, None  # do not keep the graph alive

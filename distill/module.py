@@ -20,6 +20,7 @@ from distill.errors import ConfigError, TrainingError
 from distill.losses import RestorationLoss
 from distill.metrics import RestorationMetrics
 from distill.modeling import count_parameters, run_model, save_hyperparameters_without_networks
+from distill.rate_regularizer import RateRegularizer, SpikeTaps
 from distill.tiling import restore_tiled
 from distill.warm_start import WarmStart, run_warm_start
 
@@ -97,9 +98,12 @@ class RestorationBase(L.LightningModule):
         crop_border: int,
         convergence: ConvergenceTargets | None,
         energy: str | dict[str, float],
+        rate_regularizer: RateRegularizer | None,
     ) -> None:
         super().__init__()
         self.restoration_loss = restoration_loss or RestorationLoss()
+        self.rate_regularizer = rate_regularizer
+        self.rate_targets: dict[str, float | None] = {}  # the penalised neurons, set in setup
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         options = {"y_channel": y_channel, "crop_border": crop_border, "data_range": 1.0}
@@ -130,6 +134,8 @@ class RestorationBase(L.LightningModule):
     # ---- set-up -----------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         check_channels(self.trainer.datamodule, self.network, self.network_role)
+        if self.rate_regularizer is not None:
+            self.rate_targets = self.rate_regularizer.targets(self.network)
 
     def on_fit_start(self) -> None:
         """Run the warm start once per run (a resumed run restores its report instead)."""
@@ -155,15 +161,33 @@ class RestorationBase(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         advice = "lower data.init_args.batch_size or patch_size, or the student's timesteps or features"
-        with out_of_memory_as_error(f"training step {self.global_step}", batch, self.network, advice):
+        batch_size = batch["input"].shape[0]
+        with out_of_memory_as_error(f"training step {self.global_step}", batch, self.network, advice), \
+                self.spike_taps() as taps:
             _, terms = self.compute_losses(batch)
+        if taps is not None:
+            terms["rate_loss"] = self.rate_loss(taps.rates(), batch_size)
         check_finite_loss(terms, f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})")
         loss = sum(terms.values())
-        batch_size = batch["input"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         for name, value in terms.items():
             self.log(f"train/{name}", value, batch_size=batch_size)
         return loss
+
+    @contextmanager
+    def spike_taps(self) -> Iterator[SpikeTaps | None]:
+        """The network's neurons hooked for the block when there is a rate regulariser (None when there is not)."""
+        if self.rate_regularizer is None:
+            yield None
+        else:
+            with SpikeTaps(self.network).attached() as taps:
+                yield taps
+
+    def rate_loss(self, rates: dict[str, Tensor], batch_size: int) -> Tensor:
+        """The rate regulariser's penalty on the step's layer `rates`; each rate is logged as `train/rate/<layer>`."""
+        for layer, rate in rates.items():
+            self.log(f"train/rate/{layer}", rate.detach(), batch_size=batch_size)
+        return self.rate_regularizer.loss(rates, self.rate_targets, self.global_step)
 
     # ---- evaluation -------------------------------------------------------------------------------
     def evaluation_outputs(self, batch: dict[str, Any]) -> dict[str, Tensor]:
@@ -256,9 +280,12 @@ class RestorationModule(RestorationBase):
         convergence: ConvergenceTargets | None = None,
         energy: str | dict[str, float] = "45nm-fp32",
         warm_start: WarmStart | None = None,
+        rate_regularizer: RateRegularizer | None = None,
     ) -> None:
-        """``warm_start``: train the spiking model's ANN twin first and start from its copy (distill/warm_start.py)."""
-        super().__init__(restoration_loss, optimizer, scheduler, y_channel, crop_border, convergence, energy)
+        """``warm_start``: train the spiking model's ANN twin first and start from its copy (distill/warm_start.py).
+        ``rate_regularizer``: penalise the spiking model's firing rates (distill/rate_regularizer.py)."""
+        super().__init__(restoration_loss, optimizer, scheduler, y_channel, crop_border, convergence, energy,
+                         rate_regularizer)
         save_hyperparameters_without_networks(self, "model")
         self.model = model
         if warm_start is not None and warm_start.uses_teacher:
