@@ -6,7 +6,7 @@
   (its validation PSNR, recovered from the ``teacher-<d>dB`` targets, else its test PSNR).
 * ``firing_rates_<run>.png``: per-layer firing rates (results.json ``firing_rates``), when present.
 * ``energy_<run>.png``: per-layer energy of teacher and student (``energy.<role>.layers``, the rows
-  of ``distill.energy.EnergyReport``), coloured by kind (MAC / AC / neuron).
+  of ``distill.energy.EnergyReport``) on one shared scale, coloured by kind (MAC / AC / neuron).
 * ``samples_<run>.png``: degraded | teacher | student | clean, with a zoomed crop where the
   student's error is largest, from ``<run>/samples/<name>_{input,teacher,student,target}.png``.
 
@@ -169,12 +169,14 @@ def energy_rows(results: Mapping[str, Any], role: str) -> list[dict[str, Any]]:
 
 
 def energy_figure(results: Mapping[str, Any], title: str = "") -> Figure | None:
+    """Per-layer energy of each network, side by side on one shared x scale, so that bar lengths compare across
+    networks (a student 38x cheaper than its teacher draws 38x shorter)."""
     roles = [role for role in ("teacher", "student", "model") if energy_rows(results, role)]
     if not roles:
         return None
     height = 1.4 + 0.3 * max(len(energy_rows(results, r)) for r in roles)
     fig = new_figure(5.2 * len(roles), height)
-    axes = np.atleast_1d(fig.subplots(1, len(roles)))
+    axes = np.atleast_1d(fig.subplots(1, len(roles), sharex=True))
     kinds_seen: set[str] = set()
     for ax, role in zip(axes, roles):
         rows = energy_rows(results, role)

@@ -80,6 +80,20 @@ def test_energy_and_firing_rate_figures():
     assert energy_figure({"energy": {}}) is None and run_figures({}) == {}
 
 
+def test_energy_figure_draws_teacher_and_student_on_one_scale():
+    teacher = [{"layer": f"t{i}", "kind": "analog", "energy_pj": 3.8e6} for i in range(10)]  # 38 µJ in all
+    student = [{"layer": "head", "kind": "analog", "energy_pj": 6e5}, {"layer": "body", "kind": "spike",
+                                                                        "energy_pj": 4e5}]  # 1 µJ: 38x less
+    fig = energy_figure({"energy": {"teacher": {"rows": teacher}, "student": {"rows": student}, "ratio": 38.0}})
+    ax_teacher, ax_student = fig.axes[:2]
+    assert ax_teacher.get_shared_x_axes().joined(ax_teacher, ax_student)
+    assert ax_teacher.get_xlim() == ax_student.get_xlim()
+    low, high = ax_student.get_xlim()
+    assert low == 0 and high >= 3800  # nJ: the student's axis reaches the teacher's largest layer
+    widths = {ax: max(b.get_width() for b in ax.patches) for ax in (ax_teacher, ax_student)}
+    assert widths[ax_teacher] / widths[ax_student] == pytest.approx(3800 / 600)  # largest layers, as drawn
+
+
 def test_sample_grid(tmp_path):
     write_samples(tmp_path, "a", roles=("input", "student", "target"))
     write_samples(tmp_path, "lonely", roles=("input",))  # one image alone is not a sample
