@@ -74,8 +74,11 @@ class FFDNet(nn.Module):
         checkpoint: str | None = None,
         layout: str = "kair",
         preset: str | None = None,
+        residual: bool = False,
     ) -> None:
-        """``preset`` (a ``PRESETS`` name) sets ``in_channels``, ``features``, ``depth`` and ``layout``."""
+        """``preset`` (a ``PRESETS`` name) sets ``in_channels``, ``features``, ``depth`` and ``layout``.
+        ``residual`` (KAIR layout; IPOL is residual anyway): the body predicts the noise, as in DnCNN, and starts
+        at zero, so the untrained network is the identity; KAIR's releases predict the clean image."""
         super().__init__()
         if preset is not None:
             if preset not in PRESETS:
@@ -92,9 +95,12 @@ class FFDNet(nn.Module):
         _check_positive("depth", depth, minimum=2)
         if layout not in LAYOUTS:
             raise ConfigError(f"FFDNet layout={layout!r} unknown; allowed: {list(LAYOUTS)}")
+        if not isinstance(residual, bool):
+            raise ConfigError(f"FFDNet residual={residual!r} is not allowed; it must be true or false")
         self.in_channels, self.features, self.depth = in_channels, features, depth
         self.layout, self.preset = layout, preset
         ipol = layout == "ipol"
+        self.residual = residual or ipol
         c_in = in_channels * 5 if ipol else in_channels * 4 + 1
         self.down = nn.PixelUnshuffle(2)
         layers: list[nn.Module] = [nn.Conv2d(c_in, features, 3, padding=1, bias=not ipol), nn.ReLU()]
@@ -105,6 +111,14 @@ class FFDNet(nn.Module):
             layers.append(nn.ReLU())
         layers.append(nn.Conv2d(features, in_channels * 4, 3, padding=1, bias=not ipol))
         self.body = nn.Sequential(*layers)
+        for conv in layers[:-1]:  # He init: with torch's default, a 15-layer plain ReLU stack starts with ~0 features
+            if isinstance(conv, nn.Conv2d):
+                nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+                if conv.bias is not None:
+                    nn.init.zeros_(conv.bias)
+        if residual and not ipol:
+            nn.init.zeros_(layers[-1].weight)
+            nn.init.zeros_(layers[-1].bias)
         self.up = nn.PixelShuffle(2)
         self.checkpoint_path = self._load(checkpoint) if checkpoint else None
 
@@ -152,6 +166,8 @@ class FFDNet(nn.Module):
             out = x - self.up(self.body(torch.cat([self._sigma_map(sigma, z, self.in_channels), z], dim=1)))
         else:
             out = self.up(self.body(torch.cat([z, self._sigma_map(sigma, z)], dim=1)))
+            if self.residual:
+                out = x - out
         return out[..., :h, :w]
 
     def hint_points(self) -> list[str]:

@@ -232,3 +232,19 @@ def test_twins_keep_the_default_tail_init_unless_asked() -> None:
     assert not torch.equal(ESDNetTwin(preset="tiny")(x), x)  # the shipped twin weights were trained from this
     assert torch.equal(ESDNetTwin(preset="tiny", zero_tail=True)(x), x)
     assert torch.equal(DnCNNTwin(in_channels=3, features=8, depth=3, zero_tail=True)(x), x)
+
+
+def test_residual_ffdnet_starts_as_the_identity_and_learns_through_every_layer() -> None:
+    torch.manual_seed(0)
+    model = FFDNet(in_channels=1, features=16, depth=15, residual=True)
+    x, sigma = torch.rand(2, 1, 24, 24), torch.full((2,), 0.1)
+    assert torch.equal(model(x, sigma), x)  # zero last conv: the untrained denoiser leaves the input alone
+    ((model(x, sigma) - x * 0.9) ** 2).mean().backward()
+    first = model.body[0].weight.grad
+    assert first is not None and first.abs().max() > 0
+    # He init keeps the features alive through 14 ReLU layers (torch's default init shrinks them ~1000x)
+    with torch.no_grad():
+        z = torch.cat([model.down(x), model._sigma_map(sigma, model.down(x))], dim=1)
+        assert model.body[:-1](z).std() > 0.2 * z.std()
+    with pytest.raises(ConfigError, match="residual='yes' is not allowed"):
+        FFDNet(residual="yes")
