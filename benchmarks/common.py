@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
@@ -289,3 +290,22 @@ def fmt_ms(value: float | None) -> str | None:
 
 def fmt_ratio(value: float | None) -> str | None:
     return None if value is None else f"{value:.2f}×"
+
+
+def anchor_psnr(net: nn.Module, eval_dir: Path, mode: str, sigma: float = 25.0) -> dict[str, Any]:
+    """PSNR of a denoiser on the full ``eval_dir`` images by ``../shared/anchors/protocol.py`` (``mode`` gray or
+    rgb), the protocol the published DnCNN, BM3D and FFDNet numbers in its README were measured with."""
+    sys.path.insert(0, str(SHARED / "anchors"))
+    from protocol import score  # noqa: WPS433 (the shared protocol, not a package)
+
+    from distill.modeling import run_model
+
+    def denoise(noisy, level):
+        with torch.no_grad():
+            x = torch.from_numpy(noisy).float()
+            x = x[None, None] if x.dim() == 2 else x.permute(2, 0, 1)[None]
+            y = run_model(net.eval(), x, torch.full((1,), float(level)))[0]
+            return (y[0] if y.shape[0] == 1 else y.permute(1, 2, 0)).double().numpy()
+
+    psnr, count = score(denoise, str(eval_dir), sigma=sigma, mode=mode)
+    return {"anchor_psnr": round(psnr, 4), "images": count, "folder": str(eval_dir), "mode": mode, "sigma": sigma}

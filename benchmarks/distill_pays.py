@@ -37,10 +37,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, machine_info, machine_line, md_table  # noqa: E402
+from benchmarks.common import REPO, SHARED, anchor_psnr, machine_info, machine_line, md_table  # noqa: E402
 from distill.io import atomic_write_json, atomic_write_text  # noqa: E402
 
-SHARED = REPO.parent / "shared"
 DEFAULT_TRAIN = SHARED / "data" / "photos-train"
 DEFAULT_EVAL = SHARED / "data" / "photos-eval"
 HINT = "model.init_args.hints"
@@ -125,9 +124,6 @@ def arm_args(arm: str, seed: int, args: argparse.Namespace, run_dir: Path) -> li
 
 def anchor_score(run_dir: Path, eval_dir: Path, mode: str) -> dict[str, Any]:
     """Anchor-protocol PSNR of the run's student on the full ``eval_dir`` images (``mode`` gray or rgb, sigma 25)."""
-    sys.path.insert(0, str(SHARED / "anchors"))
-    from protocol import score  # noqa: WPS433 (the shared protocol, not a package)
-
     import torch
 
     from distill.export import load_record, network_record
@@ -138,16 +134,7 @@ def anchor_score(run_dir: Path, eval_dir: Path, mode: str) -> dict[str, Any]:
     if step != final:
         raise RuntimeError(f"{run_dir}: last.ckpt holds step {step}, but the run ended at step {final}")
     net = load_record(record, str(run_dir))
-
-    def denoise(noisy, sigma):
-        with torch.no_grad():
-            x = torch.from_numpy(noisy).float()
-            x = x[None, None] if x.dim() == 2 else x.permute(2, 0, 1)[None]
-            y = net(x)[0]
-            return (y[0] if y.shape[0] == 1 else y.permute(1, 2, 0)).double().numpy()
-
-    psnr, count = score(denoise, str(eval_dir), sigma=25, mode=mode)
-    return {"anchor_psnr": round(psnr, 4), "images": count, "folder": str(eval_dir), "mode": mode}
+    return anchor_psnr(net, eval_dir, mode)
 
 
 def run_one(arm: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:

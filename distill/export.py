@@ -75,6 +75,7 @@ def provenance(checkpoint_path: Path, config: dict[str, Any]) -> dict[str, Any]:
         "teacher": results.get("teacher_source"),
         "metrics": results.get("metrics"),
         "warm_start": results.get("warm_start"),
+        "train_seconds": (results.get("convergence") or {}).get("train_seconds"),
         "versions": versions(),
     }
 
