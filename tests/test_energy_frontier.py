@@ -1,0 +1,122 @@
+"""benchmarks/energy_frontier.py without training: the planned points and their commands, the Pareto set, and the
+summary and plot built from hand-written results.json files."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import energy_frontier  # noqa: E402
+
+pytest.importorskip("sweeps", reason="planning the frontier needs wandb's sweep engine (the sweeps extra)")
+
+
+def options(runs_dir: Path, **kwargs) -> argparse.Namespace:
+    values = dict(train=Path("/data/train"), eval=Path("/data/eval"), eval_size=256, val_every=100, steps=400,
+                  twin_steps=1700, smoke=False, runs_dir=runs_dir)
+    return argparse.Namespace(**(values | kwargs))
+
+
+@pytest.fixture
+def planned(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    return energy_frontier.plan(options(tmp_path))
+
+
+def flags(command: list[str]) -> dict[str, str]:
+    return dict(word[2:].split("=", 1) for word in command if word.startswith("--") and "=" in word)
+
+
+def test_plan_is_the_grid_plus_one_ann_twin_per_width(planned, tmp_path):
+    students = [p for p in planned if p.kind == "student"]
+    twins = [p for p in planned if p.kind == "ann_twin"]
+    grid = {(flags(p.command)["model.init_args.student.init_args.timesteps"],
+             flags(p.command)["model.init_args.student.init_args.features"],
+             flags(p.command)["model.init_args.rate_regularizer"]) for p in students}
+    assert grid == {(t, w, r) for t in ("1", "2", "4") for w in ("16", "24")
+                    for r in ("null", '{"kind": "target", "weight": 1.0, "target": 0.1}')}
+    assert len(students) == 12 and len(twins) == 2
+    for point in planned:
+        given = flags(point.command)
+        assert point.command[point.command.index("fit") + 1:][:4] == [
+            "--config", "recipes/quickstart.yaml", "--config", "recipes/quickstart_alone.yaml"]
+        assert given["trainer.default_root_dir"] == str(tmp_path / point.name) == str(point.run_dir)
+        assert given["data.init_args.train"] == "[/data/train]" and given["data.init_args.eval_size"] == "256"
+    for point in students:  # distill_pays' strict arm: 1700 twin + 400 spiking steps
+        given = flags(point.command)
+        assert given["trainer.max_steps"] == "400" and given["model.init_args.warm_start.twin_steps"] == "1700"
+    for point, width in zip(twins, ("16", "24")):
+        given = flags(point.command)
+        assert given["model.init_args.student"] == "teachers.twins.DnCNNTwin"
+        assert given["model.init_args.student.init_args.features"] == width
+        assert given["model.init_args.warm_start"] == "null" and "model.init_args.warm_start.twin_steps" not in given
+        assert given["trainer.max_steps"] == "2100" == given["model.init_args.scheduler.init_args.T_max"]
+
+
+def test_pareto_keeps_the_points_nothing_beats():
+    points = {"a": (10, 27.0), "b": (20, 27.5), "c": (15, 26.9), "d": (20, 27.2), "e": (5, 25.0), "f": (10, 27.0)}
+    rows = [{"name": n, "energy_uj": e, "anchor_psnr": p} for n, (e, p) in points.items()]
+    # c is beaten by a (less energy, more PSNR), d by b (same energy, more PSNR); a and f tie, so both stay
+    assert [r["name"] for r in energy_frontier.pareto(rows)] == ["e", "a", "f", "b"]
+
+
+def write_run(run_dir: Path, timesteps: int, features: int, student_uj: float, psnr: float, target=None,
+              size: int = 256) -> None:
+    run_dir.mkdir(parents=True)
+    teacher = {"class_path": "teachers.dncnn.DnCNN", "init_args": {"features": 32}}
+    regularizer = None if target is None else {"kind": "target", "weight": 1.0, "target": target}
+    layers = [{"layer": "head.conv.layer", "output_shape": [features, size, size]}]
+    results = {
+        "timesteps": timesteps,
+        "config": {"model": {"init_args": {"teacher": teacher, "rate_regularizer": regularizer,
+                                           "student": {"init_args": {"features": features}}}}},
+        "energy": {"student_uj": student_uj, "teacher_uj": 2000.0, "ratio": 2000.0 / student_uj,
+                   "mean_firing_rate": None if timesteps == 1 and target is None else 0.2,
+                   "constants": {"name": "45nm-fp32"}, "student": {"layers": layers},
+                   "teacher": {"layers": [{"layer": "body.0", "output_shape": [32, size, size]}]}},
+        "convergence": {"train_seconds": 600.0},
+    }
+    (run_dir / "results.json").write_text(json.dumps(results))
+    (run_dir / "anchor.json").write_text(json.dumps({"anchor_psnr": psnr}))
+
+
+def test_table_only_writes_the_summary_and_the_plot(planned, tmp_path, monkeypatch):
+    by_kind = {}
+    for point in planned:
+        by_kind.setdefault(point.kind, []).append(point)
+    cheap, costly = by_kind["student"][:2]
+    write_run(cheap.run_dir, 2, 16, 20.0, 27.5, target=0.1)  # 100x, -0.5 dB: the issue's target met
+    write_run(costly.run_dir, 4, 24, 100.0, 27.2)  # beaten by the cheap one
+    write_run(by_kind["ann_twin"][0].run_dir, 1, 16, 300.0, 27.9)
+    (tmp_path / "teacher_anchor.json").write_text(json.dumps({"anchor_psnr": 28.0}))
+    energy_frontier.main(["--runs-dir", str(tmp_path), "--table-only", "--train", "/data/train",
+                          "--eval", "/data/eval"])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["pareto"] == [cheap.name] and summary["energy_measured_on"] == "256x256 gray image, 45nm-fp32"
+    text = (tmp_path / "summary.md").read_text()
+    assert f"met by {cheap.name}: 100.0x, -0.50 dB" in text
+    assert "Energy per image: 256x256 gray image, 45nm-fp32" in text and "teacher 2,000.0 µJ / image" in text
+    assert (tmp_path / "frontier.png").stat().st_size > 0
+
+    rows = summary["rows"]
+    for r in rows:
+        r["image_size"], r["teacher_image_size"] = tuple(r["image_size"]), tuple(r["teacher_image_size"])
+    ax = energy_frontier.frontier_figure(rows, {"anchor_psnr": 28.0}).axes[0]
+    assert ax.get_xscale() == "log" and "256x256 gray image" in ax.get_xlabel()
+    marked = {c.get_label(): c.get_offsets().tolist() for c in ax.collections}
+    assert marked["teacher"] == [[2000.0, 28.0]] and marked["ANN twin, width 16"] == [[300.0, 27.9]]
+    assert marked["T=2, width 16, rate target"] == [[20.0, 27.5]] and marked["T=4, width 24"] == [[100.0, 27.2]]
+
+
+def test_energies_on_different_images_are_refused(tmp_path):
+    rows = [{"image_size": (256, 256), "teacher_image_size": (256, 256), "constants": "45nm-fp32"},
+            {"image_size": (64, 64), "teacher_image_size": (64, 64), "constants": "45nm-fp32"}]
+    with pytest.raises(RuntimeError, match="different images or constants"):
+        energy_frontier.measured_on(rows)
