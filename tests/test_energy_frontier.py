@@ -67,6 +67,13 @@ def test_pareto_keeps_the_points_nothing_beats():
     assert [r["name"] for r in energy_frontier.pareto(rows)] == ["e", "a", "f", "b"]
 
 
+def test_target_line_names_the_nearest_points_when_none_meets_it():
+    rows = [{"name": "cheap", "ratio": 60.0, "anchor_psnr": 26.0}, {"name": "close", "ratio": 20.0, "anchor_psnr": 27.6}]
+    assert energy_frontier.target_line(rows, 28.0) == (
+        "Target (>= 50x less energy than the teacher, within 1.0 dB of it) not met; best at >= 50x: cheap "
+        "(60.0x, -2.00 dB); cheapest within 1 dB: close (20.0x, -0.40 dB).")
+
+
 def write_run(run_dir: Path, timesteps: int, features: int, student_uj: float, psnr: float, target=None,
               size: int = 256) -> None:
     run_dir.mkdir(parents=True)
@@ -101,7 +108,7 @@ def test_table_only_writes_the_summary_and_the_plot(planned, tmp_path, monkeypat
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["pareto"] == [cheap.name] and summary["energy_measured_on"] == "256x256 gray image, 45nm-fp32"
     text = (tmp_path / "summary.md").read_text()
-    assert f"met by {cheap.name}: 100.0x, -0.50 dB" in text
+    assert f"within 1.0 dB of it) met by {cheap.name} (100.0x, -0.50 dB)." in text
     assert "Energy per image: 256x256 gray image, 45nm-fp32" in text and "teacher 2,000.0 µJ / image" in text
     assert (tmp_path / "frontier.png").stat().st_size > 0
 

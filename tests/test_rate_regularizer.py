@@ -127,6 +127,30 @@ def test_training_logs_each_layer_rate_and_the_penalty(role):
         assert logged["train/rate_loss"] == pytest.approx(0.5 * sum(counted.values()) / 3)
 
 
+def test_time_chunked_student_gives_the_same_rates_and_gradients():
+    """With `checkpoint_segments` the neurons run once per time chunk (and again in backward's recompute): the
+    captured rates and the penalty's gradients are those of the whole forward."""
+    regularizer, x = RateRegularizer(kind="target", weight=1.0, target=0.05), torch.rand(2, 1, 12, 12)
+    results = []
+    for segments in (None, 2):
+        torch.manual_seed(0)
+        student = SpikingDnCNN(in_channels=1, features=6, depth=4, timesteps=4, neuron="if", norm="none",
+                               zero_tail=False, threshold=0.25, checkpoint_segments=segments)
+        taps = SpikeTaps(student)
+        with taps.attached():
+            student(x)
+        rates = taps.rates()
+        regularizer.loss(rates, regularizer.targets(student), 0).backward()
+        grads = {name: p.grad for name, p in student.named_parameters() if p.grad is not None}
+        results.append(({k: float(v.detach()) for k, v in rates.items()}, grads))
+    (whole, whole_grads), (chunked, chunked_grads) = results
+    assert all(rate > 0 for rate in whole.values()) and chunked == pytest.approx(whole)
+    assert whole_grads["blocks.0.conv.layer.weight"].abs().sum() > 0  # the penalty reaches the body's weights
+    assert whole_grads.keys() == chunked_grads.keys()
+    for name, grad in whole_grads.items():
+        torch.testing.assert_close(chunked_grads[name], grad, msg=name)
+
+
 def mean_rate_after_training(regularizer):
     """The tiny student's firing rate on fixed noisy crops after 40 steps (seeded), with or without `regularizer`."""
     L.seed_everything(0)
@@ -165,8 +189,9 @@ def test_config_errors_name_the_value_and_what_is_allowed(options, message):
 
 def test_targets_must_name_neurons_of_a_spiking_network():
     regularizer = RateRegularizer(kind="target", target={"blocks.9.neuron": 0.1})
+    paths = r"\['head.neuron', 'blocks.0.neuron', 'blocks.1.neuron'\]"
     with pytest.raises(ConfigError, match=r"\['blocks.9.neuron'\], which are not spiking neurons of SpikingDnCNN; "
-                                          r"its neuron paths are \['head.neuron', 'blocks.0.neuron', 'blocks.1.neuron'\]"):
+                                          rf"its neuron paths are {paths}"):
         regularizer.targets(tiny_student())
     with pytest.raises(ConfigError, match="needs a spiking network, but DnCNN has no spiking neuron"):
         RateRegularizer().targets(DnCNN(in_channels=1, features=4, depth=3))
