@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import importlib
-import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
 
 import yaml
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from distill.callbacks import RunReport, run_callbacks
@@ -21,6 +19,8 @@ from distill.checkpointing import AtomicCheckpointIO, LatestCheckpoint
 from distill.entry import EXTRA_COMMANDS, LIGHTNING_COMMANDS, main, user_error  # noqa: F401
 from distill.indexed_keys import apply_indexed, split_indexed
 from distill.prediction import PNGWriter
+from distill.progress import progress_bar
+from distill.tracking import WANDB_MODES, WandbConfig, default_loggers, finish_wandb, wandb_mode
 
 
 def default_run_dir(config_paths: list[Any] | None) -> str:
@@ -143,6 +143,15 @@ class SpikeDistillCLI(LightningCLI):
             words += apply_indexed(indexed, lambda key: resolved.get(prefix + key))
         self.config = parser.parse_args(words)  # what LightningCLI does, without its warning on argv
 
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """`wandb_mode` and `tensorboard`: what the default loggers do (a recipe may set them too)."""
+        mode = Optional[Literal[WANDB_MODES]]  # type: ignore[valid-type]
+        parser.add_argument("--wandb_mode", type=mode, default=None,
+                            help="wandb for the default loggers: online, offline or disabled (null: WANDB_MODE, "
+                                 "else online under `wandb agent`, else offline)")
+        parser.add_argument("--tensorboard", type=bool, default=False,
+                            help="also log to TensorBoard in <run>/tensorboard (needs the tensorboard package)")
+
     def _section(self, config: Any) -> Any:
         """The part of a (parsed or instantiated) config that belongs to the subcommand being run."""
         return config[self.subcommand] if self.subcommand else config
@@ -155,19 +164,28 @@ class SpikeDistillCLI(LightningCLI):
             config.return_predictions = False  # images are written by PNGWriter, not kept in memory
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """Add the defaults a run needs unless the recipe set its own: CSV + offline wandb loggers
-        (no wandb with WANDB_MODE=disabled), a `last.ckpt` in `<run>/checkpoints`, checkpoints written
-        atomically (also next to plugins the recipe sets, unless one of them is a CheckpointIO), and for predict a
-        PNGWriter that tiles as the datamodule's `tile_size` and `tile_overlap` say."""
-        config = self._section(self.config_init).trainer
+        """Add the defaults a run needs unless the recipe set its own: CSV + wandb loggers (`distill.tracking`;
+        predict logs only with `--trainer.logger=true`, into `<run>/predict`, and writes no config.yaml), a progress
+        bar or, when stdout is not a terminal, progress lines (`distill.progress`), a `last.ckpt` in
+        `<run>/checkpoints`, checkpoints written atomically (also next to plugins the recipe sets, unless one of them
+        is a CheckpointIO), and for predict a PNGWriter that tiles as the datamodule's `tile_size` and
+        `tile_overlap` say."""
+        section = self._section(self.config_init)
+        config = section.trainer
         root = Path(config.default_root_dir)
-        if config.get("logger") in (None, True):
-            kwargs["logger"] = [CSVLogger(save_dir=str(root), name="csv")]
-            if os.environ.get("WANDB_MODE", "").lower() != "disabled":
-                kwargs["logger"].append(
-                    WandbLogger(save_dir=str(root), name=root.name, project="spikedistill", offline=True))
+        predict = self.subcommand == "predict"
+        if predict:
+            self.save_config_callback = None  # predict writes only its images into the training run
+        if config.get("logger") is True or (config.get("logger") is None and not predict):
+            kwargs["logger"] = default_loggers(root / "predict" if predict else root,
+                                               wandb_mode(section.get("wandb_mode")), section.get("tensorboard"))
+        elif config.get("logger") is None:
+            kwargs["logger"] = False
         given = config.get("callbacks") or []
         callbacks = list(given) if isinstance(given, (list, tuple)) else [given]
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(progress_bar())
+        callbacks.append(WandbConfig())
         if config.get("enable_checkpointing", True) is not False and not any(
             isinstance(c, ModelCheckpoint) for c in callbacks
         ):
@@ -185,10 +203,11 @@ class SpikeDistillCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
     def after_instantiate_classes(self) -> None:
-        """Hand the run's whole config (as `config.yaml` records it) to the run report, for results.json."""
+        """Hand the run's whole config (as `config.yaml` records it) to the run report, for results.json, and to
+        wandb's run config."""
         dump = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False, skip_none=False, format="yaml"))
         for callback in self.trainer.callbacks:
-            if isinstance(callback, RunReport):
+            if isinstance(callback, (RunReport, WandbConfig)):
                 callback.config = self._section(dump)
 
     def resolve_last_checkpoint(self) -> None:
@@ -219,8 +238,14 @@ class SpikeDistillCLI(LightningCLI):
 
 
 def run_lightning(argv: list[str] | None) -> None:
-    """fit / validate / test / predict through LightningCLI (`None` reads sys.argv)."""
-    SpikeDistillCLI(args=argv)
+    """fit / validate / test / predict through LightningCLI (`None` reads sys.argv); the wandb run it started ends
+    with it."""
+    failed = True
+    try:
+        SpikeDistillCLI(args=argv)
+        failed = False
+    finally:
+        finish_wandb(exit_code=int(failed))
 
 
 if __name__ == "__main__":

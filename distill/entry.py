@@ -104,13 +104,17 @@ def _python_null(word: str) -> str:
     return word
 
 
+def under_wandb_agent(env: Mapping[str, str] = os.environ) -> bool:
+    """Whether this process is a run that `wandb agent` started (it sets WANDB_SWEEP_ID and WANDB_RUN_ID)."""
+    return bool(env.get("WANDB_SWEEP_ID") and env.get("WANDB_RUN_ID"))
+
+
 def agent_run_dir(words: list[str], env: Mapping[str, str] = os.environ) -> list[str]:
-    """Under `wandb agent` (WANDB_SWEEP_ID and WANDB_RUN_ID set) each run gets its own directory,
-    `runs/sweeps/<sweep id>/<run id>`, unless the command names one."""
-    sweep, run = env.get("WANDB_SWEEP_ID"), env.get("WANDB_RUN_ID")
-    if not (sweep and run) or any(word.startswith("--trainer.default_root_dir") for word in words):
+    """Under `wandb agent` each run gets its own directory, `runs/sweeps/<sweep id>/<run id>`, unless the command
+    names one."""
+    if not under_wandb_agent(env) or any(word.startswith("--trainer.default_root_dir") for word in words):
         return words
-    return [*words, f"--trainer.default_root_dir={AGENT_RUNS_DIR / sweep / run}"]
+    return [*words, f"--trainer.default_root_dir={AGENT_RUNS_DIR / env['WANDB_SWEEP_ID'] / env['WANDB_RUN_ID']}"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,7 +137,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def _dispatch(argv: list[str] | None) -> None:
     words = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("WANDB_MODE", "offline")
+    if not under_wandb_agent():  # an agent's run reports to its sweep: online unless WANDB_MODE says otherwise
+        os.environ.setdefault("WANDB_MODE", "offline")
     # the frozen teacher is in eval mode on purpose
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     if not words or words[0] in ("-h", "--help"):
