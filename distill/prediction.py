@@ -1,7 +1,8 @@
 """`spikedistill predict` on a folder of images: full-image batches in, restored PNGs out.
 
 * `ImageFolderDataModule` reads every image directly inside `folder` (PNG, JPEG, TIFF, BMP; gray or
-  RGB, converted to `channels`) and yields whole images as contract batches. Its `tile_size` and
+  RGB, converted to `channels`, by default the network's: an RGB network keeps colour, and a gray one warns once,
+  naming the RGB files it converts) and yields whole images as contract batches. Its `tile_size` and
   `tile_overlap` are the command line's place for the tiling: the CLI hands them to the PNGWriter it adds.
 * `PNGWriter` is a Lightning `BasePredictionWriter` that writes each restored image as
   ``<output_dir>/<name>.png`` (8-bit, mode L for 1 channel, RGB for 3), atomically. With a `tile_size`,
@@ -18,7 +19,8 @@ from typing import Any, Sequence
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
-from PIL import Image
+from lightning.pytorch.utilities import rank_zero_warn
+from PIL import Image, ImageMode
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -28,6 +30,38 @@ from distill.io import atomic_path
 from distill.tiling import check_tiling
 
 __all__ = ["ImageFolderDataset", "ImageFolderDataModule", "PNGWriter", "save_png"]
+
+#: RGB files named in the gray-conversion warning before it says how many more there are
+LISTED = 5
+
+
+def network_channels(trainer: L.Trainer | None) -> int:
+    """The `in_channels` of the network `trainer` runs (a RestorationBase keeps it in `network`), else 3 (RGB)."""
+    module = trainer.lightning_module if trainer is not None else None
+    channels = getattr(getattr(module, "network", module), "in_channels", None)
+    return channels if channels in (1, 3) else 3
+
+
+def is_colour(path: Path) -> bool:
+    """Whether the image file holds colour (from its header: RGB-like modes, palettes with a non-gray entry)."""
+    try:
+        with Image.open(path) as im:
+            if im.mode == "P":
+                palette = im.getpalette() or []
+                return any(len(set(palette[i : i + 3])) > 1 for i in range(0, len(palette), 3))
+            return ImageMode.getmode(im.mode).basemode == "RGB"
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on bad bytes
+        raise DataError(f"image {str(path)!r} cannot be read: {type(exc).__name__}: {exc}") from exc
+
+
+def warn_colour_to_gray(files: Sequence[Path], folder: str) -> None:
+    """One warning naming the colour files among `files` that a gray network gets as luma, if there are any."""
+    colour = [path.name for path in files if is_colour(path)]
+    if colour:
+        names = ", ".join(colour[:LISTED]) + (f" and {len(colour) - LISTED} more" if len(colour) > LISTED else "")
+        rank_zero_warn(f"predict reads gray images (channels 1, as a gray network takes them): {len(colour)} RGB "
+                       f"image(s) in {folder!r} are converted to gray (luma: 0.299 R + 0.587 G + 0.114 B) and "
+                       f"written as gray PNGs: {names}; to keep colour, predict with an RGB network (in_channels: 3)")
 
 
 class ImageFolderDataset(Dataset):
@@ -104,7 +138,8 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     Args:
         folder: folder of images (not recursive).
-        channels: 1 (gray) or 3 (RGB); files are converted (gray files replicated, RGB -> luma).
+        channels: 1 (gray) or 3 (RGB); files are converted (gray files replicated, RGB -> luma, with a warning
+            naming the RGB files). null: the network's `in_channels` when a Trainer runs it, else 3.
         output_dir: where `PNGWriter` writes ``<name>.png`` (relative paths are relative to the
             working directory).
         tile_size: restore in tiles of this many pixels (bounded memory); null = whole image at once.
@@ -120,7 +155,7 @@ class ImageFolderDataModule(L.LightningDataModule):
     def __init__(
         self,
         folder: str,
-        channels: int = 3,
+        channels: int | None = None,
         output_dir: str = "predictions",
         tile_size: int | None = 512,
         tile_overlap: int = 32,
@@ -129,8 +164,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        if channels not in (1, 3) or isinstance(channels, bool):
-            raise ConfigError(f"channels={channels!r} is not allowed: use 1 (gray) or 3 (RGB)")
+        if channels not in (None, 1, 3) or isinstance(channels, bool):
+            raise ConfigError(f"channels={channels!r} is not allowed: use 1 (gray), 3 (RGB) or null (the network's)")
         check_tiling(tile_size, tile_overlap)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size={batch_size!r} is not allowed: use an integer >= 1")
@@ -152,7 +187,11 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is None:
+            if self.channels is None:
+                self.channels = network_channels(self.trainer)
             self.dataset = ImageFolderDataset(self.folder, self.channels, self.sigma)
+            if self.channels == 1:
+                warn_colour_to_gray(self.dataset.files, self.folder)
 
     def predict_dataloader(self) -> DataLoader:
         self.setup("predict")
