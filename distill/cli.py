@@ -165,7 +165,7 @@ class SpikeDistillCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Add the defaults a run needs unless the recipe set its own: CSV + wandb loggers (`distill.tracking`;
-        predict logs only with `--trainer.logger=true`, into `<run>/predict`, and writes no config.yaml), a progress
+        predict logs, and writes its config.yaml, only with `--trainer.logger=true`, into `<run>/predict`), a progress
         bar or, when stdout is not a terminal, progress lines (`distill.progress`), a `last.ckpt` in
         `<run>/checkpoints`, checkpoints written atomically (also next to plugins the recipe sets, unless one of them
         is a CheckpointIO), and for predict a PNGWriter that tiles as the datamodule's `tile_size` and
@@ -174,8 +174,8 @@ class SpikeDistillCLI(LightningCLI):
         config = section.trainer
         root = Path(config.default_root_dir)
         predict = self.subcommand == "predict"
-        if predict:
-            self.save_config_callback = None  # predict writes only its images into the training run
+        if predict and config.get("logger") is not True:
+            self.save_config_callback = None  # predict writes only its images unless asked for logs
         if config.get("logger") is True or (config.get("logger") is None and not predict):
             kwargs["logger"] = default_loggers(root / "predict" if predict else root,
                                                wandb_mode(section.get("wandb_mode")), section.get("tensorboard"))

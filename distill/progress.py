@@ -80,8 +80,8 @@ class LineProgress(ProgressBar):
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.fit_started = time.monotonic()
-        self.print(f"fit: set-up (warm start, sanity check), then training to step {trainer.max_steps}"
-                   if trainer.max_steps > 0 else "fit: set-up (warm start, sanity check), then training")
+        then = f"training to step {trainer.max_steps}" if trainer.max_steps > 0 else "training"
+        self.print(f"fit: set-up (any warm start, sanity check), then {then}")
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.started = self.last_line = time.monotonic()
@@ -90,12 +90,13 @@ class LineProgress(ProgressBar):
                    f"{_clock(self.started - self.fit_started)} after the fit started")
 
     def total(self, trainer: Trainer) -> int | float:
+        """The optimizer steps the fit ends at (inf when nothing bounds it)."""
         return trainer.max_steps if trainer.max_steps > 0 else trainer.estimated_stepping_batches
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         step, now, total = trainer.global_step, time.monotonic(), self.total(trainer)
-        every = self.every_n_steps or trainer.log_every_n_steps
+        every = max(1, self.every_n_steps or trainer.log_every_n_steps)
         if step == self.last_step or not (step % every == 0 or step >= total
                                           or now - self.last_line >= self.every_seconds):
             return

@@ -70,6 +70,7 @@ def test_gray_network_warns_once_naming_the_rgb_photos(tmp_path, photos, model):
     luma = np.asarray(Image.fromarray(skimage.data.astronaut()[:48, :48]).convert("L"), dtype=np.int16)
     assert mode == "L" and np.abs(out - luma).max() <= 1
     assert pixels(tmp_path / "out" / "camera.png")[0] == "L"
+    assert not (tmp_path / "run").exists()  # with logger false too: no config.yaml over the training run's
 
 
 def test_predict_logs_when_asked_into_its_own_folder(tmp_path, photos):
@@ -79,4 +80,4 @@ def test_predict_logs_when_asked_into_its_own_folder(tmp_path, photos):
     predict(tmp_path, photos, identity_dncnn(3), "--trainer.logger=true", "--wandb_mode=disabled")
     assert (run / "config.yaml").read_text() == "the training run's\n"
     assert not list((run / "csv").iterdir())
-    assert list((run / "predict" / "csv").iterdir())  # the logs predict was asked for
+    assert (run / "predict" / "csv" / "version_0" / "config.yaml").is_file()  # the logs predict was asked for
