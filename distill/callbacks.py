@@ -47,9 +47,11 @@ class EnergyMonitor(ResultsSection):
         self.firing_rates: dict[str, float] = {}
         self.mean_firing_rate: float | None = None
         self.image: dict[str, Tensor] | None = None
+        self.image_size: list[int] | None = None  # [C, H, W] of the image the energy is "per"
 
     def measure(self, pl_module: L.LightningModule, image: dict[str, Tensor]) -> None:
         """Measure every network of `pl_module` on `image` (a contract batch of one; see `first_image`)."""
+        self.image_size = list(image["input"].shape[1:])
         for role, model in pl_module.energy_models().items():
             if role in self.reports and role == "teacher":
                 continue  # a frozen teacher's counts never change
@@ -71,7 +73,7 @@ class EnergyMonitor(ResultsSection):
         return summary
 
     def results(self, pl_module: L.LightningModule) -> dict[str, Any]:
-        energy = {"constants": pl_module.energy_constants.__dict__,
+        energy = {"constants": pl_module.energy_constants.__dict__, "image_size": self.image_size,
                   **{role: report.to_dict() for role, report in self.reports.items()}, **self.summary()}
         return {"energy": energy, "firing_rates": self.firing_rates}
 

@@ -62,7 +62,9 @@ def test_energy_monitor_measures_the_module_network_on_one_image():
     # a 3-layer DnCNN on 16x16: (1*8 + 8*8 + 8*1) MACs per pixel, 9 taps each
     assert report.macs == 16 * 16 * 9 * (1 * 8 + 8 * 8 + 8 * 1)
     assert monitor.summary() == {"model_uj": pytest.approx(report.macs * 4.6e-6)}  # 45nm fp32 MAC: 4.6 pJ
-    assert monitor.firing_rates == {} and monitor.results(module)["energy"]["constants"]["name"] == "45nm-fp32"
+    energy = monitor.results(module)["energy"]
+    assert monitor.firing_rates == {} and energy["constants"]["name"] == "45nm-fp32"
+    assert energy["image_size"] == [1, 16, 16]  # what "per image" means, in results.json
 
 
 def test_training_loads_neither_the_plots_nor_the_leaderboard():
