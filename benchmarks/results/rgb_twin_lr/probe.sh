@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Why does the RGB twin barely learn? twin-only probes (1 spiking step), twin PSNR from results.json
-# Run from a git worktree of commit 5e09e5b at /work/wt15 (the RGB recipes then used the default twin lr 2e-3);
+# Run from a git worktree of commit 24abb93 at /work/wt15 (the RGB recipes then used the default twin lr 2e-3);
 # gray_lr5e-4 was stopped before it finished, so probe.log has no line for it.
 cd /work/wt15
 export PYTHONPATH=/work/wt15 OMP_NUM_THREADS=1 WANDB_MODE=disabled
