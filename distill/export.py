@@ -123,10 +123,10 @@ def wrap_weights(source: Path, block: Path, extra: dict[str, Any] | None = None)
     args = {k: v for k, v in (spec.get("init_args") or {}).items() if k not in WEIGHT_ARGS}
     file = resolve_checkpoint(source)
     network = build_network(spec["class_path"], {**args, "checkpoint": str(file)}, str(file))
-    provenance = {"source": {"file": file.name, "sha256": sha256_file(file)}, "model_block": Path(block).name,
-                  "versions": versions(), **(extra or {})}
+    origin = {"source": {"file": file.name, "sha256": sha256_file(file)}, "model_block": Path(block).name,
+              "versions": versions(), **(extra or {})}
     return {"format": FORMAT, "class_path": spec["class_path"], "init_args": args,
-            "state_dict": network.state_dict(), "provenance": provenance}
+            "state_dict": network.state_dict(), "provenance": origin}
 
 
 def build_network(class_path: str, init_args: dict[str, Any], name: str) -> nn.Module:
