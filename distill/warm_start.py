@@ -36,6 +36,8 @@ class WarmStart:
         select_from_teacher: start the twin from evenly spaced channels of the teacher's layers
             (a ``teachers.dncnn.DnCNN`` teacher and a ``norm='none'`` SpikingDnCNN student).
         teacher_output_weight: weight of an L1 pull of the twin's output towards the teacher's output.
+        clean_weight: weight of the restoration loss against the clean target; 0 with a teacher output pull
+            trains the twin on the teacher's output alone (a lower-variance target than the clean image).
         twin_hints: train the twin with the run's feature hints too (the twin has the student's module paths;
             the adapters it trains carry on into the spiking phase).
         calibrate: after the copy, shift each layer's biases until every channel fires at the twin's rate.
@@ -48,6 +50,7 @@ class WarmStart:
     lr: float = 2e-3
     select_from_teacher: bool = False
     teacher_output_weight: float = 0.0
+    clean_weight: float = 1.0
     twin_hints: bool = False
     calibrate: bool = True
     calibration_patches: int = 16
@@ -70,6 +73,13 @@ class WarmStart:
         if not (isinstance(self.teacher_output_weight, (int, float)) and self.teacher_output_weight >= 0):
             raise ConfigError(
                 f"warm_start teacher_output_weight={self.teacher_output_weight!r} is not allowed; it must be >= 0"
+            )
+        if not (isinstance(self.clean_weight, (int, float)) and self.clean_weight >= 0):
+            raise ConfigError(f"warm_start clean_weight={self.clean_weight!r} is not allowed; it must be >= 0")
+        if not (self.clean_weight or self.teacher_output_weight):
+            raise ConfigError(
+                "warm_start clean_weight=0 with teacher_output_weight=0 leaves the twin without a target; "
+                "set either > 0"
             )
         if not (0 < self.threshold_percentile <= 100):
             raise ConfigError(
@@ -103,14 +113,17 @@ def _val_psnr(model: nn.Module, datamodule: Any, images: int, device: torch.devi
     return round(sum(scores[:images]) / len(scores[:images]), 3)
 
 
-def _twin_loss(module: Any, twin: nn.Module, teacher: nn.Module | None, hint_set: Any, output_weight: float,
+def _twin_loss(module: Any, twin: nn.Module, teacher: nn.Module | None, hint_set: Any, config: WarmStart,
                batch: dict[str, Tensor], step: int) -> Tensor:
     """Restoration loss of the twin on ``batch``, plus the teacher's output pull and hints where asked."""
     hints = hint_set is not None and bool(hint_set.hints)
+    output_weight = config.teacher_output_weight
     with contextlib.ExitStack() as stack:
         taps = stack.enter_context(hint_set.capture(twin, "student")) if hints else []
         pred = run_model(twin, batch["input"], batch["sigma"])
-    loss, _ = module.restoration_loss(pred, batch["target"], step)
+    loss = pred.new_zeros(())
+    if config.clean_weight:
+        loss = config.clean_weight * module.restoration_loss(pred, batch["target"], step)[0]
     if not (output_weight or hints):
         return loss
     with torch.no_grad(), contextlib.ExitStack() as stack:
@@ -154,7 +167,7 @@ def run_warm_start(module: Any, config: WarmStart) -> dict[str, Any]:
     for step in range(config.twin_steps):
         epoch, i = divmod(step, per_epoch)
         batch = _patches(dataset, epoch, range(i * datamodule.batch_size, (i + 1) * datamodule.batch_size), device)
-        loss = _twin_loss(module, twin, teacher, hint_set, config.teacher_output_weight, batch, step)
+        loss = _twin_loss(module, twin, teacher, hint_set, config, batch, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

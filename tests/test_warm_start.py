@@ -55,6 +55,7 @@ def test_a_student_that_does_not_start_at_half_threshold_is_refused(tmp_path, re
 
 
 @pytest.mark.parametrize("field, value", [("twin_steps", -1), ("lr", 0.0), ("teacher_output_weight", -1.0),
+                                          ("clean_weight", -1.0),
                                           ("threshold_percentile", 0.0), ("calibration_patches", 0)])
 def test_bad_options_name_the_field(field, value):
     with pytest.raises(ConfigError, match=f"{field}={value!r}"):
@@ -74,3 +75,32 @@ def test_last_checkpoint_is_the_latest_step_even_when_psnr_falls(tmp_path, repo_
     # and when the last steps have no validation, the end of training still writes them
     fit(tmp_path / "odd", "--trainer.max_steps=5")
     assert torch.load(tmp_path / "odd" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 5
+
+
+def test_a_twin_needs_some_target():
+    with pytest.raises(ConfigError, match="clean_weight=0 with teacher_output_weight=0"):
+        WarmStart(clean_weight=0.0)
+
+
+def test_clean_weight_zero_trains_the_twin_on_the_teachers_output_alone():
+    """With clean_weight 0 the twin's loss is the L1 distance to the teacher's output, computed here by hand."""
+    import torch
+
+    from distill.warm_start import _twin_loss
+
+    torch.manual_seed(0)
+    twin, teacher = torch.nn.Conv2d(1, 1, 3, padding=1), torch.nn.Conv2d(1, 1, 3, padding=1)
+    batch = {"input": torch.rand(2, 1, 8, 8), "target": torch.rand(2, 1, 8, 8), "sigma": torch.full((2,), 0.1)}
+
+    class Module:
+        @staticmethod
+        def restoration_loss(pred, target, step):
+            return (pred - target).abs().mean(), {}
+
+    with torch.no_grad():
+        pred, reference = twin(batch["input"]), teacher(batch["input"])
+    only = _twin_loss(Module, twin, teacher, None, WarmStart(clean_weight=0.0, teacher_output_weight=2.0), batch, 0)
+    assert only.item() == pytest.approx(2.0 * (pred - reference).abs().mean().item(), rel=1e-6)
+    mixed = _twin_loss(Module, twin, teacher, None, WarmStart(clean_weight=0.5, teacher_output_weight=2.0), batch, 0)
+    expected = 0.5 * (pred - batch["target"]).abs().mean() + 2.0 * (pred - reference).abs().mean()
+    assert mixed.item() == pytest.approx(expected.item(), rel=1e-6)
