@@ -17,7 +17,7 @@ non-zero outputs and outputs per step, accumulated over calls until :func:`stude
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -71,7 +71,19 @@ def _check_reset(reset_mechanism: str, owner: str, allowed: Sequence[str] = RESE
 
 
 class SpikingNeuron(nn.Module):
-    """Base class: threshold, surrogate, membrane recording, probes and chunk carry-over."""
+    """Base class: threshold, surrogate, membrane recording, probes and chunk carry-over.
+
+    Args (every neuron takes them, by keyword):
+        threshold: firing threshold > 0.
+        spike_grad: a :class:`~students.surrogates.Surrogate` or one of
+            ``"atan"``, ``"fast_sigmoid"``, ``"triangle"``, ``"straight_through"``.
+        reset_mechanism: ``"subtract"`` (soft) or ``"zero"`` (hard); the reset uses the previous
+            step's spike and is detached from the graph (snntorch defaults).
+        learn_threshold: make the threshold a scalar ``nn.Parameter``.
+        record_membrane: keep ``self.membrane`` ``[T, B, ...]`` from the last forward.
+        init_membrane: membrane at the start of every forward, as a fraction of threshold in [0, 1)
+            (default 0: from rest, as snntorch). Treated as a constant (no gradient).
+    """
 
     def __init__(
         self,
@@ -181,29 +193,12 @@ class LIF(SpikingNeuron):
 
     Args:
         beta: membrane decay in [0, 1] (clamped to [0, 1] in forward when learnable, as snntorch).
-        threshold: firing threshold > 0.
-        spike_grad: a :class:`~students.surrogates.Surrogate` or one of
-            ``"atan"``, ``"fast_sigmoid"``, ``"triangle"``, ``"straight_through"``.
-        reset_mechanism: ``"subtract"`` (soft) or ``"zero"`` (hard); the reset uses the previous
-            step's spike and is detached from the graph (snntorch defaults).
-        learn_beta, learn_threshold: make beta / threshold a scalar ``nn.Parameter``.
-        record_membrane: keep ``self.membrane`` ``[T, B, ...]`` from the last forward.
-        init_membrane: membrane at the start of every forward, as a fraction of threshold in [0, 1)
-            (default 0: from rest, as snntorch). Treated as a constant (no gradient).
+        learn_beta: make beta a scalar ``nn.Parameter``.
+        **kwargs: the :class:`SpikingNeuron` arguments (``threshold``, ``reset_mechanism``, ...).
     """
 
-    def __init__(
-        self,
-        beta: float = 0.9,
-        threshold: float = 1.0,
-        spike_grad: "str | Surrogate" = "atan",
-        reset_mechanism: str = "subtract",
-        learn_beta: bool = False,
-        learn_threshold: bool = False,
-        record_membrane: bool = False,
-        init_membrane: float = 0.0,
-    ):
-        super().__init__(threshold, spike_grad, reset_mechanism, learn_threshold, record_membrane, init_membrane)
+    def __init__(self, beta: float = 0.9, learn_beta: bool = False, **kwargs: Any):
+        super().__init__(**kwargs)
         b = torch.tensor(_check_beta(beta, type(self).__name__), dtype=torch.float32)
         if learn_beta:
             self.beta = nn.Parameter(b)
@@ -223,16 +218,8 @@ class LIF(SpikingNeuron):
 class IF(SpikingNeuron):
     """Integrate-and-fire: :class:`LIF` without leak (``beta = 1``, a fixed buffer)."""
 
-    def __init__(
-        self,
-        threshold: float = 1.0,
-        spike_grad: "str | Surrogate" = "atan",
-        reset_mechanism: str = "subtract",
-        learn_threshold: bool = False,
-        record_membrane: bool = False,
-        init_membrane: float = 0.0,
-    ):
-        super().__init__(threshold, spike_grad, reset_mechanism, learn_threshold, record_membrane, init_membrane)
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
         self.register_buffer("beta", torch.tensor(1.0), persistent=False)
 
     def _recurrence(self, current, initial):
@@ -245,26 +232,17 @@ class MultiThresholdIF(SpikingNeuron):
     """Spiking-UNet's multi-threshold IF neuron (graded output ``theta * sum of fired levels``).
 
     Args:
-        threshold: base threshold theta > 0; the neuron checks ``levels * theta`` in order.
         levels: the threshold multipliers, checked largest first; default ``(2, 1, 0.5, 0.25)``.
-        spike_grad: surrogate used per level (see :mod:`students.engine` for the exact backward).
-        reset_mechanism: only ``"subtract"`` (soft reset by the emitted sum).
-        learn_threshold, record_membrane, init_membrane: as for :class:`LIF`; for converted
-            networks half the smallest level (``0.125`` with the default levels) removes most of
-            the quantisation bias (see :func:`students.conversion.convert_unet`).
+        **kwargs: the :class:`SpikingNeuron` arguments: ``threshold`` is the base theta > 0 (the neuron
+            checks ``levels * theta`` in order); ``spike_grad`` is used per level (see :mod:`students.engine`
+            for the exact backward); ``reset_mechanism`` may only be ``"subtract"`` (soft reset by the
+            emitted sum); for converted networks ``init_membrane`` at half the smallest level (``0.125`` with
+            the default levels) removes most of the quantisation bias (see
+            :func:`students.conversion.convert_unet`).
     """
 
-    def __init__(
-        self,
-        threshold: float = 1.0,
-        levels: Sequence[float] = engine.DEFAULT_LEVELS,
-        spike_grad: "str | Surrogate" = "atan",
-        reset_mechanism: str = "subtract",
-        learn_threshold: bool = False,
-        record_membrane: bool = False,
-        init_membrane: float = 0.0,
-    ):
-        super().__init__(threshold, spike_grad, reset_mechanism, learn_threshold, record_membrane, init_membrane)
+    def __init__(self, levels: Sequence[float] = engine.DEFAULT_LEVELS, **kwargs: Any):
+        super().__init__(**kwargs)
         lv = tuple(float(v) for v in levels)
         if not lv or any(not math.isfinite(v) or v <= 0 for v in lv) or list(lv) != sorted(lv, reverse=True):
             raise ConfigError(
@@ -342,14 +320,14 @@ def build_neuron(
     """
     if learn_beta and kind in ("if", "multi_threshold"):
         raise ConfigError(f"learn_beta=True needs neuron='lif' (beta is the LIF leak); neuron={kind!r} has no beta")
+    common = dict(threshold=threshold, spike_grad=spike_grad, reset_mechanism=reset_mechanism,
+                  learn_threshold=learn_threshold, init_membrane=init_membrane)
     if kind == "lif":
-        return LIF(beta, threshold, spike_grad, reset_mechanism, learn_beta, learn_threshold,
-                   init_membrane=init_membrane)
+        return LIF(beta=beta, learn_beta=learn_beta, **common)
     if kind == "if":
-        return IF(threshold, spike_grad, reset_mechanism, learn_threshold, init_membrane=init_membrane)
+        return IF(**common)
     if kind == "multi_threshold":
-        return MultiThresholdIF(threshold, spike_grad=spike_grad, reset_mechanism=reset_mechanism,
-                                learn_threshold=learn_threshold, init_membrane=init_membrane)
+        return MultiThresholdIF(**common)
     if kind == "relu":
         return nn.ReLU()
     raise ConfigError(f"neuron={kind!r} is not allowed; use one of {list(NEURON_KINDS)}")

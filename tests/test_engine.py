@@ -65,7 +65,8 @@ _CASES = [
 @pytest.mark.parametrize("surrogate,reset,learn", _CASES, ids=lambda v: repr(v))
 def test_lif_matches_snntorch_loop(surrogate, reset, learn):
     beta, thr = 0.8, 0.6
-    ours = _Net(LIF(beta, thr, surrogate, reset, learn_beta=learn, learn_threshold=learn))
+    ours = _Net(LIF(beta, threshold=thr, spike_grad=surrogate, reset_mechanism=reset, learn_beta=learn,
+                    learn_threshold=learn))
     ref = _Net(
         _SnnTorchLoop(
             snn.Leaky(
@@ -104,7 +105,7 @@ def test_if_matches_snntorch_leaky_with_beta_one():
 
 
 def test_membrane_is_snntorch_mem_before_reset():
-    n = LIF(0.9, 0.5, record_membrane=True)
+    n = LIF(0.9, threshold=0.5, record_membrane=True)
     leaky = snn.Leaky(beta=0.9, threshold=0.5)
     x = torch.randn(T, 4, 3, generator=torch.Generator().manual_seed(4))
     n(x)
@@ -116,7 +117,7 @@ def test_membrane_is_snntorch_mem_before_reset():
 
 
 def test_membrane_gradient_flows_for_hints():
-    n = LIF(0.9, 0.5, record_membrane=True)
+    n = LIF(0.9, threshold=0.5, record_membrane=True)
     x = torch.randn(T, 4, 3, requires_grad=True)
     n(x)
     n.membrane.pow(2).sum().backward()
@@ -241,7 +242,8 @@ def test_run_over_time_rejects_bad_segments():
 def test_chunks_carry_membrane_exactly(reset):
     """The membrane handed across chunks is differentiable: chunked == unchunked for both resets."""
     torch.manual_seed(0)
-    net = _Net(LIF(0.7, 0.4, "atan", reset, learn_beta=True, learn_threshold=True, init_membrane=0.3))
+    net = _Net(LIF(0.7, threshold=0.4, spike_grad="atan", reset_mechanism=reset, learn_beta=True, learn_threshold=True,
+                    init_membrane=0.3))
     x = torch.randn(7, B, C, H, W, generator=torch.Generator().manual_seed(5))
     coef = torch.randn(7, B, 2, H, W, generator=torch.Generator().manual_seed(6))
     results = []

@@ -108,9 +108,9 @@ def test_learnable_parameters_are_registered():
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: LIF(0.7, 0.5, "triangle", "zero", learn_beta=True, record_membrane=True),
-        lambda: IF(0.5, FastSigmoid(3.0)),
-        lambda: MultiThresholdIF(0.5, learn_threshold=True, record_membrane=True),
+        lambda: LIF(0.7, threshold=0.5, spike_grad="triangle", reset_mechanism="zero", learn_beta=True, record_membrane=True),
+        lambda: IF(threshold=0.5, spike_grad=FastSigmoid(3.0)),
+        lambda: MultiThresholdIF(threshold=0.5, learn_threshold=True, record_membrane=True),
     ],
 )
 def test_neurons_pickle_after_use(make):
@@ -146,7 +146,7 @@ def test_multithreshold_quantizer_is_the_greedy_ladder():
 
 def test_multithreshold_neuron_forward_matches_reference_loop():
     theta = 0.8
-    n = MultiThresholdIF(theta, record_membrane=True)
+    n = MultiThresholdIF(threshold=theta, record_membrane=True)
     x = torch.randn(6, 3, 7, generator=torch.Generator().manual_seed(0)) * 1.5
     out = n(x)
     v, ref_out, ref_mem = torch.zeros(3, 7), [], []
@@ -187,7 +187,7 @@ class _MTStep(torch.autograd.Function):
 
 def test_multithreshold_gradients_match_per_step_reference():
     torch.manual_seed(0)
-    n = MultiThresholdIF(0.7, spike_grad="atan", learn_threshold=True)
+    n = MultiThresholdIF(threshold=0.7, spike_grad="atan", learn_threshold=True)
     x = torch.randn(5, 4, 6) * 1.2
     coef = torch.randn(5, 4, 6)
     x1 = x.clone().requires_grad_(True)

@@ -391,6 +391,20 @@ class RestorationDataModule(L.LightningDataModule):
     ``set_epoch`` Lightning calls at the start of every epoch (``_set_sampler_epoch`` in the fit
     loop, also on resume), so item ``(epoch, i)`` is the same crop in every run with the same seed.
     Outside Lightning call `set_epoch(epoch)` on this DataModule before iterating.
+
+    Args:
+        train, val, test: image folders (files directly inside, sorted). ``train=None`` -> embedded
+            training split; ``val=None`` -> embedded held-out split; ``test=None`` -> same as val.
+        channels: 1 (gray, BT.601 luma) or 3 (RGB).
+        patch_size: side of the square training crops.
+        patches_per_epoch: random crops per training epoch.
+        batch_size: training batch size (evaluation batches whole images when they share a size,
+            otherwise one image per batch).
+        eval_size: optional centre crop side for val/test images (bounds CPU time); None = whole image.
+        num_workers: DataLoader workers.
+        seed: seeds training crops ``(seed, epoch, index)`` and evaluation noise ``(seed, file name)``.
+        small_images: ``"error"`` (DataError naming the file and sizes) or ``"skip"`` (warn, skip) for
+            training images smaller than `patch_size`.
     """
 
     task: str = ""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -79,48 +79,26 @@ class DenoisingDataModule(RestorationDataModule):
     """Denoising batches (CONTRIBUTING.md): noisy `input`, clean `target`, `sigma` [B] on the 0-1 scale.
 
     Args:
-        train, val, test: image folders (files directly inside, sorted). ``train=None`` -> embedded
-            training split; ``val=None`` -> embedded held-out split; ``test=None`` -> same as val.
-        channels: 1 (gray, BT.601 luma) or 3 (RGB).
         sigma: fixed noise level on the 0-255 scale; ``None`` for blind training with `sigma_range`.
         sigma_range: ``(min, max)``: blind training, level ``U[min, max]`` per patch. Needs ``sigma=None``.
         eval_sigma: level for validation/test; default `sigma`, or for blind data a per-image level
             drawn once from the image's fixed seed.
-        patch_size: side of the square training crops.
-        patches_per_epoch: random crops per training epoch.
-        batch_size: training batch size (evaluation batches whole images when they share a size,
-            otherwise one image per batch).
-        eval_size: optional centre crop side for val/test images (bounds CPU time); None = whole image.
-        num_workers: DataLoader workers.
-        seed: seeds training crops ``(seed, epoch, index)`` and evaluation noise ``(seed, file name)``.
-        small_images: ``"error"`` (DataError naming the file and sizes) or ``"skip"`` (warn, skip) for
-            training images smaller than `patch_size`.
+        **kwargs: the :class:`~distill.data.base.RestorationDataModule` arguments (folders, channels,
+            crops, batch size, seed, ...).
     """
 
     task = "denoise"
 
     def __init__(
         self,
-        train: list[str] | None = None,
-        val: list[str] | None = None,
-        test: list[str] | None = None,
-        channels: int = 1,
         sigma: float | None = 25.0,
         sigma_range: tuple[float, float] | None = None,
         eval_sigma: float | None = None,
-        patch_size: int = 40,
-        patches_per_epoch: int = 512,
-        batch_size: int = 16,
-        eval_size: int | None = None,
-        num_workers: int = 0,
-        seed: int = 0,
-        small_images: str = "error",
+        **kwargs: Any,
     ) -> None:
         self.sigma, self.sigma_range = check_sigma(sigma, sigma_range)
         self.eval_sigma = None if eval_sigma is None else _check_level("eval_sigma", eval_sigma)
-        super().__init__(train=train, val=val, test=test, channels=channels, patch_size=patch_size,
-                         patches_per_epoch=patches_per_epoch, batch_size=batch_size, eval_size=eval_size,
-                         num_workers=num_workers, seed=seed, small_images=small_images)
+        super().__init__(**kwargs)
 
     def _load_records(self, split: str, folders: list[str] | None) -> list[ImageRecord]:
         return load_flat_records(folders, split, self.channels)

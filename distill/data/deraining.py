@@ -19,6 +19,7 @@ has no real rain, so a split left to it (``None``) always uses synthetic rain (`
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from distill.data.base import (
     Degradation,
@@ -140,35 +141,19 @@ class DerainingDataModule(RestorationDataModule):
             `synthetic` is set. ``None`` -> embedded sample split with synthetic rain; ``test=None`` -> val.
         channels: 3 (RGB, default) or 1 (gray).
         synthetic: ``None`` (paired folders), ``"light"`` or ``"heavy"`` (synthetic rain on clean images).
-        Other arguments as `DenoisingDataModule`.
+        **kwargs: the :class:`~distill.data.base.RestorationDataModule` arguments.
     """
 
     task = "derain"
     sigma = 0.0
 
-    def __init__(
-        self,
-        train: list[str] | None = None,
-        val: list[str] | None = None,
-        test: list[str] | None = None,
-        channels: int = 3,
-        synthetic: str | None = None,
-        patch_size: int = 40,
-        patches_per_epoch: int = 512,
-        batch_size: int = 16,
-        eval_size: int | None = None,
-        num_workers: int = 0,
-        seed: int = 0,
-        small_images: str = "error",
-    ) -> None:
+    def __init__(self, channels: int = 3, synthetic: str | None = None, **kwargs: Any) -> None:
         if synthetic is not None and synthetic not in PRESETS:
             raise ConfigError(
                 f"synthetic={synthetic!r} is not allowed: use null (paired folders) or one of {', '.join(PRESETS)}"
             )
         self.synthetic = synthetic
-        super().__init__(train=train, val=val, test=test, channels=channels, patch_size=patch_size,
-                         patches_per_epoch=patches_per_epoch, batch_size=batch_size, eval_size=eval_size,
-                         num_workers=num_workers, seed=seed, small_images=small_images)
+        super().__init__(channels=channels, **kwargs)
 
     @property
     def rain_preset(self) -> str:
