@@ -1,5 +1,7 @@
 """NIR export of spiking students (students.nir_graph): graph layout, metadata, clear refusals, the
 `spikedistill export --format nir` command, and the graph run by an independent simulator (norse)."""
+import re
+
 import nir
 import numpy as np
 import pytest
@@ -8,8 +10,12 @@ from skimage import data
 
 from distill.export import FORMAT, main
 from spikedistill_core.errors import ConfigError
+from students.esdnet import ESDNet
+from students.neurons import SpikingNeuron
 from students.nir_graph import DT, to_nir
+from students.spiker_ir import SpikerIR
 from students.spiking_dncnn import SpikingDnCNN
+from students.spiking_unet import SpikingUNet
 
 T, SIZE = 4, 32
 IF_ZERO = dict(neuron="if", reset_mechanism="zero", threshold=0.3)
@@ -82,11 +88,45 @@ def test_what_nir_cannot_express_is_refused_by_name(options, match):
         to_nir(net, (8, 8))
 
 
-def test_other_students_are_refused():
-    with pytest.raises(ConfigError, match="Conv2d: NIR export supports SpikingDnCNN only"):
+def test_other_networks_are_refused():
+    with pytest.raises(ConfigError, match="Conv2d: NIR export is for the spiking students only"):
         to_nir(torch.nn.Conv2d(1, 1, 3))
     with pytest.raises(ConfigError, match=r"input_size=\(0, 8\) is not allowed"):
         to_nir(_student(**IF_ZERO), (0, 8))
+
+
+TRANSPOSED = r"\(ConvTranspose2d\): a transposed convolution doubles the map; NIR 1\.0 has no transposed-convolution"
+GRADED = r"\(MultiThresholdIF\): NIR export supports IF and LIF neurons only; NIR has no graded"
+
+
+@pytest.mark.parametrize("build, messages", [
+    # SpikerIR: even with NIR-ready neurons the 2x2 transposed conv of the first up path stops it
+    (lambda: SpikerIR(1, preset="tiny", reset_mechanism="zero"),
+     [r"^SpikerIR cannot be exported to NIR: up\.0\.1\.layer " + TRANSPOSED]),
+    # ... and with the default (subtracting) neurons both problems are named, the first module first
+    (lambda: SpikerIR(1, preset="tiny"), [r"NIR: encoder\.0\.0\.neuron1: reset_mechanism='subtract'",
+                                          r"; up\.0\.1\.layer " + TRANSPOSED]),
+    # Spiking-UNet as converted: graded neurons, then the transposed conv of the first decoder
+    (lambda: SpikingUNet(1, preset="tiny"),
+     [r"NIR: encoders\.0\.act1 " + GRADED, r"; decoders\.0\.up\.layer " + TRANSPOSED]),
+    (lambda: SpikingUNet(1, preset="tiny", neuron="if", reset_mechanism="zero"),
+     [r"NIR: decoders\.0\.up\.layer " + TRANSPOSED]),
+    (lambda: SpikingUNet(1, levels=1, base_channels=4), [r"NIR: encoders\.0\.act1 " + GRADED]),
+    (lambda: SpikingUNet(1, levels=1, base_channels=4, neuron="relu", timesteps=1),
+     [r"encoders\.0\.act1 \(ReLU\): NIR export supports IF and LIF neurons only; it is an ANN activation"]),
+    # ESDNet: attention in every block, bilinear up-sampling, the gated refinement head
+    (lambda: ESDNet(3, preset="tiny"), [
+        r"NIR: encoder\.0\.0\.attention \(MultiDimensionalAttention\): attention multiplies the membrane input",
+        r"; up\.0\.0\.layer \(Upsample\): up-sampling doubles the map",
+        r"; refinement \(RefinementHead\): the refinement head multiplies features"]),
+], ids=["spiker-ir", "spiker-ir-default", "unet-converted", "unet-if", "unet-1-level-graded", "unet-relu-twin",
+        "esdnet"])
+def test_students_nir_cannot_express_are_refused_by_module(build, messages):
+    with pytest.raises(ConfigError) as refused:
+        to_nir(build().eval(), (16, 16))
+    for message in messages:
+        assert re.search(message, str(refused.value)), str(refused.value)
+    assert "neuron2" not in str(refused.value)  # one module per kind of problem, not every neuron
 
 
 def test_export_command_writes_nir_from_a_network_file(tmp_path, capsys):
@@ -104,11 +144,11 @@ def test_export_command_writes_nir_from_a_network_file(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
 
 
-def _spikes_by_layer(net: SpikingDnCNN, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The project's own forward, and each neuron's spikes [T, B, ...]."""
+def _spikes_by_layer(net: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The project's own forward, and each neuron's spikes [T, B, ...] by module path."""
     spikes, hooks = {}, []
     for name, module in net.named_modules():
-        if name.endswith("neuron"):
+        if isinstance(module, SpikingNeuron):
             hooks.append(module.register_forward_hook(lambda m, i, o, name=name: spikes.__setitem__(name, o)))
     with torch.no_grad():
         y = net(x)
@@ -123,29 +163,41 @@ def _run_norse(graph: nir.NIRGraph, x: torch.Tensor) -> tuple[torch.Tensor, dict
 
     simulator = from_nir(graph, dt=float(graph.metadata["dt"]))
     weights = graph.metadata["decode_weights"]
+    neurons = [name for name, node in graph.nodes.items() if isinstance(node, (nir.IF, nir.LIF))]
     state, out, spikes = None, 0.0, {}
     with torch.no_grad():
         for t in range(int(graph.metadata["timesteps"])):
             y, state = simulator(x, state)
             out = out + float(weights[t]) * y
-            for name in graph.nodes:
-                if name.endswith("neuron"):
-                    spikes.setdefault(name, []).append(state.cache[name.replace(".", "_")])
+            for name in neurons:
+                spikes.setdefault(name, []).append(state.cache[name.replace(".", "_")])
     return out, {k: torch.stack(v) for k, v in spikes.items()}
 
 
 LIF_FLAT = dict(LIF_WARM, beta=0.0, threshold=0.15)
 
 
-@pytest.mark.parametrize("norm, options", [("bn", IF_ZERO), ("bn", LIF_WARM), ("none", LIF_FLAT)],
-                         ids=["if-bn", "lif-warm-membrane-decoding", "lif-beta0"])
-def test_norse_runs_the_exported_graph_as_our_forward(noisy_camera, tmp_path, norm, options):
+def _one_level_unet(**spiking) -> SpikingUNet:
+    """Spiking-UNet with levels=1 (no pooling, no up path: the only U-Net NIR can express), random weights."""
+    torch.manual_seed(0)
+    return SpikingUNet(1, base_channels=6, levels=1, timesteps=T, zero_tail=False, **spiking).eval()
+
+
+@pytest.mark.parametrize("build", [
+    lambda: _student("bn", **IF_ZERO),
+    lambda: _student("bn", **LIF_WARM),
+    lambda: _student("none", **LIF_FLAT),
+    lambda: _one_level_unet(**IF_ZERO),
+    lambda: _one_level_unet(**dict(LIF_WARM, threshold=0.1)),
+], ids=["dncnn-if-bn", "dncnn-lif-warm-membrane-decoding", "dncnn-lif-beta0", "unet-1-level-if", "unet-1-level-lif"])
+def test_norse_runs_the_exported_graph_as_our_forward(noisy_camera, tmp_path, build):
     pytest.importorskip("norse.torch", reason="norse (the independent NIR reader) is a test extra: "
                                               "pip install --no-deps norse==1.1.0 nirtorch==2.6")
-    net = _student(norm, **options)
+    net = build()
     nir.write(tmp_path / "g.nir", to_nir(net, (SIZE, SIZE)))
     ours, our_spikes = _spikes_by_layer(net, noisy_camera)
     theirs, their_spikes = _run_norse(nir.read(tmp_path / "g.nir"), noisy_camera)
+    assert set(our_spikes) == set(their_spikes)
     for name, spikes in our_spikes.items():
         rate = float(spikes.mean())
         assert 0.02 < rate < 0.98, f"{name} fires at {rate:.3f}: the comparison would be trivial"
