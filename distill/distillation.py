@@ -18,6 +18,7 @@ from distill.module import RestorationBase
 from distill.rate_regularizer import RateRegularizer
 from distill.schedules import WeightSchedule, scheduled
 from distill.warm_start import WarmStart
+from spikedistill_core.checks import check_int
 
 
 @dataclass
@@ -104,11 +105,8 @@ class DistillationModule(RestorationBase):
         """``warm_start``: train the student's ANN twin first (optionally from the teacher's weights and towards its
         output) and start the spiking training from its copy (distill/warm_start.py). ``rate_regularizer``: penalise
         the student's firing rates (distill/rate_regularizer.py)."""
-        if isinstance(example_size, bool) or not isinstance(example_size, int) or example_size < 1:
-            raise ConfigError(
-                f"example_size={example_size!r} is not allowed: use an integer >= 1 (side of the dry-run image "
-                "that infers hint adapter shapes; at least the model's down-sampling factor, e.g. 64)"
-            )
+        check_int("example_size", example_size, 1, " (side of the dry-run image that infers hint adapter "
+                  "shapes; at least the model's down-sampling factor, e.g. 64)")
         super().__init__(restoration_loss, optimizer, scheduler, y_channel, crop_border, convergence, energy,
                          rate_regularizer)
         save_hyperparameters_without_networks(self, "teacher", "student")

@@ -87,6 +87,7 @@ from torch import nn
 from distill.errors import ConfigError
 from distill.formatting import si
 from distill.io import atomic_path
+from spikedistill_core.checks import check_number
 from students.neurons import SpikingNeuron
 
 __all__ = [
@@ -125,12 +126,7 @@ class EnergyConstants:
 
     def __post_init__(self) -> None:
         for f in ("e_mac_pj", "e_ac_pj", "e_neuron_pj"):
-            value = getattr(self, f)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"energy constant {f} must be a number of picojoules >= 0, got {value!r}")
-            if not math.isfinite(value) or value < 0:
-                raise ConfigError(f"energy constant {f} must be a finite number of picojoules >= 0, got {value!r}")
-            object.__setattr__(self, f, float(value))
+            object.__setattr__(self, f, check_number(f"energy constant {f}", getattr(self, f), 0, hint=" (picojoules)"))
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"energy constants name must be a non-empty string, got {self.name!r}")
 

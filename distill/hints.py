@@ -21,6 +21,7 @@ from distill.errors import ConfigError
 from distill.modeling import run_model
 from students.engine import is_recomputing
 from distill.schedules import WeightSchedule, scheduled
+from spikedistill_core.checks import check_number
 
 Signal = Literal["spikes", "membrane", "current"]
 TimeReduce = Literal["mean", "last", "per_step"]
@@ -91,8 +92,8 @@ class Hint:
             if not isinstance(getattr(self, field), bool):
                 raise ConfigError(f"hint {field}={getattr(self, field)!r} must be true or false")
         ratio = self.max_grad_ratio
-        if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0):
-            raise ConfigError(f"hint max_grad_ratio={ratio!r} must be null (no cap) or a number > 0")
+        if ratio is not None:
+            check_number("hint max_grad_ratio", ratio, 0, above=True, hint=" or null (no cap)")
         if self.teacher_tail and self.loss not in TAIL_LOSSES:
             raise ConfigError(
                 f"hint {self.label}: teacher_tail compares the teacher's output image with the target, so "

@@ -10,6 +10,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 
 from distill.errors import ConfigError
 from distill.schedules import WeightSchedule, scheduled
+from spikedistill_core.checks import check_number
 
 
 def charbonnier(pred: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
@@ -59,8 +60,7 @@ class RestorationLoss(nn.Module):
         super().__init__()
         self.weights = {"l1": l1, "mse": mse, "charbonnier": charbonnier, "ssim": ssim, "fft": fft}
         for name, weight in self.weights.items():
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-                raise ConfigError(f"loss weight {name}={weight!r} must be a number >= 0")
+            check_number(f"loss weight {name}", weight, 0)
         if not any(self.weights.values()):
             raise ConfigError("RestorationLoss needs at least one positive weight among " f"{sorted(self.weights)}")
         self.schedules = dict(schedules or {})

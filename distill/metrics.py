@@ -25,7 +25,6 @@ Protocol (also returned by `RestorationMetrics.protocol()` for results.json):
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +32,8 @@ from torchmetrics import MeanMetric
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 from torchmetrics.image import PeakSignalNoiseRatio
 
-from distill.errors import ConfigError, DataError
+from distill.errors import DataError
+from spikedistill_core.checks import check_int, check_number
 
 SSIM_KERNEL = 11
 SSIM_SIGMA = 1.5
@@ -41,11 +41,8 @@ _Y_WEIGHTS = (65.481, 128.553, 24.966)
 
 
 def _check_protocol(data_range: object, crop_border: object) -> tuple[float, int]:
-    if isinstance(data_range, bool) or not isinstance(data_range, (int, float)) \
-            or not math.isfinite(float(data_range)) or float(data_range) <= 0:
-        raise ConfigError(f"data_range={data_range!r} is not allowed: use a finite number > 0 (1.0 for [0, 1] images)")
-    if isinstance(crop_border, bool) or not isinstance(crop_border, int) or crop_border < 0:
-        raise ConfigError(f"crop_border={crop_border!r} is not allowed: use an integer >= 0")
+    check_number("data_range", data_range, 0, above=True, hint=" (1.0 for [0, 1] images)")
+    check_int("crop_border", crop_border, 0)
     return float(data_range), crop_border
 
 

@@ -28,6 +28,7 @@ from distill.errors import ConfigError, DataError
 from distill.data.images import list_images, read_image
 from distill.io import atomic_path
 from distill.tiling import check_tiling
+from spikedistill_core.checks import check_int, check_number
 
 __all__ = ["ImageFolderDataset", "ImageFolderDataModule", "PNGWriter", "save_png"]
 
@@ -167,10 +168,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         if channels not in (None, 1, 3) or isinstance(channels, bool):
             raise ConfigError(f"channels={channels!r} is not allowed: use 1 (gray), 3 (RGB) or null (the network's)")
         check_tiling(tile_size, tile_overlap)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size={batch_size!r} is not allowed: use an integer >= 1")
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma <= 255:
-            raise ConfigError(f"sigma={sigma!r} is not allowed: use a noise level in [0, 255]")
+        check_int("batch_size", batch_size)
+        check_number("sigma", sigma, 0, 255, hint=" (the noise level on the 0-255 scale)")
         self.folder = folder
         self.channels = channels
         self.output_dir = output_dir

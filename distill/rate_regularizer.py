@@ -6,7 +6,6 @@ reaches the weights through the surrogate gradient.
 """
 from __future__ import annotations
 
-import math
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Literal, get_args
@@ -16,6 +15,7 @@ from torch import Tensor, nn
 from distill.errors import ConfigError
 from distill.hints import FeatureTap
 from distill.schedules import WeightSchedule, scheduled
+from spikedistill_core.checks import check_number
 from students.probes import spiking_neurons
 
 RateKind = Literal["l1", "target"]
@@ -67,9 +67,7 @@ class RateRegularizer:
     def __post_init__(self) -> None:
         if self.kind not in RATE_KINDS:
             raise ConfigError(f"rate_regularizer kind={self.kind!r} is not one of {list(RATE_KINDS)}")
-        weight = self.weight
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
-            raise ConfigError(f"rate_regularizer weight={weight!r} is not allowed; it must be a finite number >= 0")
+        check_number("rate_regularizer weight", self.weight, 0)
         if self.kind == "l1" and self.target is not None:
             raise ConfigError(
                 f"rate_regularizer target={self.target!r} is not allowed with kind 'l1', which penalises the mean rate "

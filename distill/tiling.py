@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from spikedistill_core.checks import check_int
 from distill.errors import ConfigError
 
 __all__ = ["check_tiling", "tile_starts", "tile_weights", "restore_tiled"]
@@ -34,12 +35,10 @@ __all__ = ["check_tiling", "tile_starts", "tile_weights", "restore_tiled"]
 
 def check_tiling(tile: int | None, overlap: int) -> None:
     """Raise ConfigError unless `tile` is None or an int > `overlap` >= 0."""
-    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
-        raise ConfigError(f"tile_overlap={overlap!r} is not allowed: use an integer >= 0 (pixels)")
+    check_int("tile_overlap", overlap, 0, " (pixels)")
     if tile is None:
         return
-    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
-        raise ConfigError(f"tile_size={tile!r} is not allowed: use an integer >= 1 (pixels) or null for no tiling")
+    check_int("tile_size", tile, 1, " (pixels) or null for no tiling")
     if tile <= overlap:
         raise ConfigError(
             f"tile_size={tile} must be larger than tile_overlap={overlap}: tiles would not advance; "

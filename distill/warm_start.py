@@ -5,7 +5,6 @@ training seconds, so arms with and without it compare at equal wall-clock (see s
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import default_collate
 
+from spikedistill_core.checks import check_int, check_number
 from distill.errors import ConfigError
 from distill.modeling import run_model
 from students.transfer import (
@@ -66,24 +66,15 @@ class WarmStart:
         for name in ("twin_steps", "calibration_patches", "eval_images"):
             value = getattr(self, name)
             minimum = 1 if name == "calibration_patches" else 0
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ConfigError(f"warm_start {name}={value!r} is not allowed; it must be an integer >= {minimum}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"warm_start lr={self.lr!r} is not allowed; it must be a number > 0")
-        if not (isinstance(self.teacher_output_weight, (int, float)) and self.teacher_output_weight >= 0):
-            raise ConfigError(
-                f"warm_start teacher_output_weight={self.teacher_output_weight!r} is not allowed; it must be >= 0"
-            )
-        if not (isinstance(self.clean_weight, (int, float)) and self.clean_weight >= 0):
-            raise ConfigError(f"warm_start clean_weight={self.clean_weight!r} is not allowed; it must be >= 0")
+            check_int(f"warm_start {name}", value, minimum)
+        check_number("warm_start lr", self.lr, 0, above=True)
+        check_number("warm_start teacher_output_weight", self.teacher_output_weight, 0)
+        check_number("warm_start clean_weight", self.clean_weight, 0)
+        check_number("warm_start threshold_percentile", self.threshold_percentile, 0, 100, above=True)
         if not (self.clean_weight or self.teacher_output_weight):
             raise ConfigError(
                 "warm_start clean_weight=0 with teacher_output_weight=0 leaves the twin without a target; "
                 "set either > 0"
-            )
-        if not (0 < self.threshold_percentile <= 100):
-            raise ConfigError(
-                f"warm_start threshold_percentile={self.threshold_percentile!r} is not allowed; it must be in (0, 100]"
             )
 
 

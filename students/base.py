@@ -6,9 +6,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from spikedistill_core.checks import check_int
+
 from .encoding import InputLayer, check_coding
 from .engine import check_timesteps
-from .layers import check_positive_int
 from .neurons import build_neuron
 from .surrogates import Surrogate
 
@@ -63,7 +64,7 @@ class SpikingRestorer(nn.Module):
         checkpoint_segments: int | None = None,
     ) -> None:
         super().__init__()
-        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.in_channels = check_int("in_channels", in_channels)
         self.timesteps = check_timesteps(timesteps)
         check_coding(encoding, decoding, decode_beta)
         self.encoding, self.rate_seed = encoding, rate_seed

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
+from spikedistill_core.checks import check_int
 from spikedistill_core.errors import ConfigError
 
 from .spiking_unet import SpikingUNet
@@ -242,8 +243,7 @@ def calibration_inputs(data: "RestorationDataModule", count: int, channels: int 
 
     They are the epoch-0 crops, a pure function of the DataModule's seed, so a conversion is reproducible.
     """
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ConfigError(f"calibration_patches={count!r} is not allowed; it must be an integer >= 1")
+    check_int("calibration_patches", count)
     data_channels = getattr(data, "channels", None)
     if channels is not None and data_channels is not None and data_channels != channels:
         raise ConfigError(

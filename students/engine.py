@@ -9,6 +9,9 @@
   is also the input of the surrogate; spikes are recomputed from it in backward when needed.
 * :func:`run_over_time` optionally splits T into chunks run under ``torch.utils.checkpoint`` with
   the membrane carried (and differentiated) across chunks, bounding BPTT memory for long T.
+* While ``torch.jit.trace`` or ``torch.export`` records a forward (:func:`is_recording`), the recurrences
+  run as plain tensor ops instead (a Python autograd node cannot be saved, and ``float(beta)`` cannot be
+  read from a traced buffer): the same forward numbers, no custom backward.
 
 Semantics (identical to ``snntorch.Leaky`` with its defaults, ``reset_delay=True``)::
 
@@ -31,7 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from spikedistill_core.errors import ConfigError
+from spikedistill_core.checks import check_int
 
 from .surrogates import Surrogate
 
@@ -45,6 +48,7 @@ __all__ = [
     "is_time_broadcast",
     "broadcast_time",
     "check_timesteps",
+    "is_recording",
     "DEFAULT_LEVELS",
 ]
 
@@ -53,9 +57,7 @@ DEFAULT_LEVELS: tuple[float, ...] = (2.0, 1.0, 0.5, 0.25)
 
 def check_timesteps(timesteps: int, owner: str = "timesteps") -> int:
     """Validate T (an int >= 1) and return it."""
-    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
-        raise ConfigError(f"{owner}={timesteps!r} is not allowed; it must be an integer >= 1")
-    return timesteps
+    return check_int(owner, timesteps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,6 +234,30 @@ class _LIFRecurrence(torch.autograd.Function):
         return (dU if need_x else None), d_u0, d_beta, d_th, None, None
 
 
+def is_recording() -> bool:
+    """True while ``torch.jit.trace`` or ``torch.export`` records the forward (see the module docstring)."""
+    return torch.jit.is_tracing() or torch.compiler.is_exporting()
+
+
+def _lif_steps(x: Tensor, u0: Tensor | None, beta: Tensor, threshold: Tensor, zero_reset: bool):
+    """:class:`_LIFRecurrence`'s forward as plain ops on the 0-d ``beta`` and ``threshold`` tensors, for
+    recording. ``addcmul(x, u, beta)`` is the fused multiply-add that ``add(x, u, alpha=beta)`` is on CPU."""
+    b = beta.clamp(0.0, 1.0)
+    u, s = u0, None if u0 is None else (u0 > threshold).to(x.dtype)
+    membranes, spikes = [], []
+    for t in range(x.shape[0]):
+        if u is None:
+            u = x[t]
+        elif zero_reset:
+            u = torch.addcmul(x[t], u * b, 1.0 - s)
+        else:
+            u = torch.addcmul(x[t], u, b) - s * threshold
+        s = (u > threshold).to(x.dtype)
+        membranes.append(u)
+        spikes.append(s)
+    return torch.stack(spikes), torch.stack(membranes)
+
+
 def lif_recurrence(
     current: Tensor,
     beta: Tensor,
@@ -246,6 +272,8 @@ def lif_recurrence(
     continues from a previous chunk (``None`` = from rest).
     """
     zero = reset_mechanism == "zero"
+    if is_recording():
+        return _lif_steps(current, initial_membrane, beta, threshold, zero)
     return _LIFRecurrence.apply(current, initial_membrane, beta, threshold, surrogate, zero)
 
 
@@ -358,6 +386,19 @@ class _MultiThresholdRecurrence(torch.autograd.Function):
         return (dU if need_x else None), d_u0, d_th, None, None
 
 
+def _multithreshold_steps(x: Tensor, u0: Tensor | None, threshold: Tensor, levels: Sequence[float]):
+    """:class:`_MultiThresholdRecurrence`'s forward as plain ops on the 0-d ``threshold``, for recording."""
+    inv = (1.0 / threshold.cpu().double()).to(x)  # the float32 of the Python 1 / theta that the fused forward uses
+    u, fired = u0, None if u0 is None else multithreshold_quantize(u0 * inv, levels) * threshold
+    membranes, outputs = [], []
+    for t in range(x.shape[0]):
+        u = x[t] if u is None else x[t] + u - fired
+        fired = multithreshold_quantize(u * inv, levels) * threshold
+        membranes.append(u)
+        outputs.append(fired)
+    return torch.stack(outputs), torch.stack(membranes)
+
+
 def multithreshold_recurrence(
     current: Tensor,
     threshold: Tensor,
@@ -366,6 +407,8 @@ def multithreshold_recurrence(
     initial_membrane: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Fused multi-threshold IF: returns ``(outputs, membrane)``; outputs are ``theta * Q`` values."""
+    if is_recording():
+        return _multithreshold_steps(current, initial_membrane, threshold, tuple(levels))
     return _MultiThresholdRecurrence.apply(current, initial_membrane, threshold, surrogate, tuple(levels))
 
 
@@ -443,7 +486,8 @@ def run_over_time(
 ) -> Tensor:
     """Run ``body`` (``[t, B, ...] -> [t, B, ...]``, containing the spiking neurons of ``module``).
 
-    With ``checkpoint_segments=None`` (or 1) this is just ``body(x_seq)``. With ``k > 1`` the T
+    With ``checkpoint_segments=None`` (or 1) this is just ``body(x_seq)``, as it is while :func:`is_recording`
+    (a traced or exported forward has no backward; in eval mode the outputs are the same). With ``k > 1`` the T
     steps are split into ``k`` chunks; each chunk runs under non-reentrant
     ``torch.utils.checkpoint`` (its activations are recomputed in backward), and every neuron's last
     membrane is handed to the next chunk as a differentiable input, so outputs and gradients equal
@@ -452,12 +496,9 @@ def run_over_time(
     cannot be chunked; forward hooks fire once per chunk (and again during recompute, when
     :func:`is_recomputing` is true).
     """
-    if checkpoint_segments is None or checkpoint_segments == 1:
+    if checkpoint_segments is None or checkpoint_segments == 1 or is_recording():
         return body(x_seq)
-    if isinstance(checkpoint_segments, bool) or not isinstance(checkpoint_segments, int) or checkpoint_segments < 1:
-        raise ConfigError(
-            f"checkpoint_segments={checkpoint_segments!r} is not allowed; use None or an integer >= 1"
-        )
+    check_int("checkpoint_segments", checkpoint_segments, 1, " or None")
     T = x_seq.shape[0]
     bounds = _chunk_bounds(T, checkpoint_segments)
     neurons = _spiking_neurons(module)

@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from spikedistill_core.checks import check_int
 from spikedistill_core.errors import ConfigError
 
 from .base import SpikingRestorer
@@ -39,7 +40,6 @@ from .layers import (
     RefinementHead,
     TDBatchNorm2d,
     check_input,
-    check_positive_int,
     pad_to_multiple,
 )
 
@@ -141,7 +141,7 @@ class ESDNet(SpikingRestorer):
         if name not in ESDNET_PRESETS:
             raise ConfigError(f"preset={preset!r} is not allowed; use one of {sorted(ESDNET_PRESETS)} or None")
         p = ESDNET_PRESETS[name]
-        dim = check_positive_int("dim", p["dim"] if dim is None else dim, minimum=2)
+        dim = check_int("dim", p["dim"] if dim is None else dim, minimum=2)
         enc = tuple(p["encoder_blocks"] if encoder_blocks is None else encoder_blocks)
         dec = tuple(p["decoder_blocks"] if decoder_blocks is None else decoder_blocks)
         for label, blocks in (("encoder_blocks", enc), ("decoder_blocks", dec)):

@@ -19,7 +19,6 @@ __all__ = [
     "MultiDimensionalAttention",
     "RefinementHead",
     "pad_to_multiple",
-    "check_positive_int",
     "check_input",
 ]
 
@@ -55,12 +54,6 @@ def build_norm(norm: str, channels: int, threshold: float = 1.0, alpha: float = 
 
 def td_conv(cin: int, cout: int, kernel_size: int = 3, stride: int = 1, bias: bool = True) -> TimeDistributed:
     return TimeDistributed(nn.Conv2d(cin, cout, kernel_size, stride, kernel_size // 2, bias=bias))
-
-
-def check_positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name}={value!r} is not allowed; it must be an integer >= {minimum}")
-    return value
 
 
 def check_input(x: Tensor, in_channels: int, owner: str) -> None:

@@ -20,12 +20,13 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from spikedistill_core.checks import check_int
 from spikedistill_core.errors import ConfigError
 
 from .base import SpikingRestorer
 from .encoding import decode
 from .engine import TimeDistributed, run_over_time
-from .layers import build_norm, check_input, check_positive_int, pad_to_multiple
+from .layers import build_norm, check_input, pad_to_multiple
 
 __all__ = ["SpikerIR", "SPIKER_IR_PRESETS"]
 
@@ -95,7 +96,7 @@ class SpikerIR(SpikingRestorer):
         ch = tuple(p["channels"] if channels is None else channels)
         if len(ch) != 4 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in ch):
             raise ConfigError(f"channels={ch!r} is not allowed; give 4 integers >= 1")
-        nb = check_positive_int("blocks", p["blocks"] if blocks is None else blocks)
+        nb = check_int("blocks", p["blocks"] if blocks is None else blocks)
         self.channels, self.blocks = ch, nb
         make_neuron, threshold = self.make_neuron, self.neuron_options["threshold"]
 

@@ -15,10 +15,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from spikedistill_core.checks import check_int
 from .base import SpikingRestorer
 from .encoding import InputLayer, decode
 from .engine import run_over_time
-from .layers import build_norm, check_input, check_positive_int, td_conv
+from .layers import build_norm, check_input, td_conv
 
 __all__ = ["SpikingDnCNN"]
 
@@ -63,8 +64,8 @@ class SpikingDnCNN(SpikingRestorer):
 
     def __init__(self, in_channels: int = 1, features: int = 32, depth: int = 10, norm: str = "bn", **spiking: Any):
         super().__init__(in_channels, **spiking)
-        check_positive_int("features", features)
-        check_positive_int("depth", depth, minimum=2)
+        check_int("features", features)
+        check_int("depth", depth, minimum=2)
         self.head = _Head(self.input_layer(nn.Conv2d(in_channels, features, 3, padding=1)), self.make_neuron())
         use_norm = norm != "none"
         self.blocks = nn.ModuleList(

@@ -22,12 +22,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from spikedistill_core.checks import check_int
 from spikedistill_core.errors import ConfigError
 
 from .base import SpikingRestorer
 from .encoding import InputLayer, decode
 from .engine import TimeDistributed, run_over_time
-from .layers import channels_for, check_input, check_positive_int, pad_to_multiple
+from .layers import channels_for, check_input, pad_to_multiple
 
 __all__ = ["SpikingUNet", "UNET_PRESETS", "resolve_unet_preset"]
 
@@ -45,7 +46,7 @@ def resolve_unet_preset(preset: str | None, base_channels: int | None, levels: i
     p = UNET_PRESETS[name]
     base = p["base_channels"] if base_channels is None else base_channels
     lv = p["levels"] if levels is None else levels
-    return check_positive_int("base_channels", base), check_positive_int("levels", lv)
+    return check_int("base_channels", base), check_int("levels", lv)
 
 
 class _EncoderLevel(nn.Module):

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from spikedistill_core.checks import check_int
 from spikedistill_core.errors import ConfigError
 from teachers.weights import load_weights
 
@@ -47,11 +48,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _check_positive(name: str, value: Any, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name}={value!r}: must be an integer >= {minimum}")
-
-
 class DnCNN(nn.Module):
     """DnCNN residual denoiser: ``depth`` 3x3 convs, optional BN, output = input - predicted noise."""
 
@@ -70,9 +66,9 @@ class DnCNN(nn.Module):
         scratch at 3 channels, the default (KAIR's) init sits at the identity plateau for a few hundred
         steps; a zero tail does not (BENCHMARKS.md, section 3)."""
         super().__init__()
-        _check_positive("in_channels", in_channels)
-        _check_positive("features", features)
-        _check_positive("depth", depth, minimum=2)
+        check_int("in_channels", in_channels)
+        check_int("features", features)
+        check_int("depth", depth, minimum=2)
         self.in_channels = in_channels
         self.features = features
         self.depth = depth

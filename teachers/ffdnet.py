@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spikedistill_core.checks import check_int
 from spikedistill_core.errors import CheckpointError, ConfigError
-from teachers.dncnn import _check_positive
 from teachers.weights import load_weights, read_state_dict
 
 __all__ = ["FFDNet", "KAIR_PRESETS", "IPOL_PRESETS", "PRESETS", "LAYOUTS", "matching_preset"]
@@ -90,9 +90,9 @@ class FFDNet(nn.Module):
                     f"FFDNet preset {preset!r} sets {changed}; pass either the preset or those arguments, not both"
                 )
             in_channels, features, depth, layout = (PRESETS[preset][k] for k in given)
-        _check_positive("in_channels", in_channels)
-        _check_positive("features", features)
-        _check_positive("depth", depth, minimum=2)
+        check_int("in_channels", in_channels)
+        check_int("features", features)
+        check_int("depth", depth, minimum=2)
         if layout not in LAYOUTS:
             raise ConfigError(f"FFDNet layout={layout!r} unknown; allowed: {list(LAYOUTS)}")
         if not isinstance(residual, bool):

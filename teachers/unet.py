@@ -15,7 +15,8 @@ import os
 import torch
 from torch import Tensor, nn
 
-from students.layers import channels_for, check_input, check_positive_int, pad_to_multiple
+from spikedistill_core.checks import check_int
+from students.layers import channels_for, check_input, pad_to_multiple
 from students.spiking_unet import UNET_PRESETS, resolve_unet_preset
 
 __all__ = ["UNet", "UNET_PRESETS"]
@@ -77,7 +78,7 @@ class UNet(nn.Module):
         checkpoint: str | None = None,
     ):
         super().__init__()
-        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.in_channels = check_int("in_channels", in_channels)
         base, nlev = resolve_unet_preset(preset, base_channels, levels)
         self.channels = channels_for(base, nlev, width)
         self.base_channels, self.levels, self.width = base, nlev, float(width)

@@ -174,7 +174,7 @@ def test_regularizer_lowers_firing_rates(regularizer):
 
 @pytest.mark.parametrize("options, message", [
     ({"kind": "l2"}, r"kind='l2' is not one of \['l1', 'target'\]"),
-    ({"weight": -1.0}, r"weight=-1.0 is not allowed; it must be a finite number >= 0"),
+    ({"weight": -1.0}, r"weight=-1.0 is not allowed: use a finite number >= 0"),
     ({"weight": True}, r"weight=True is not allowed"),
     ({"kind": "l1", "target": 0.1}, r"target=0.1 is not allowed with kind 'l1'"),
     ({"kind": "target"}, r"kind 'target' needs target: a rate in \[0, 1\]"),

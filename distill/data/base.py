@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from distill.data.images import check_channels, list_images, load_image, to_tensor
 from distill.data.samples import SAMPLES_NAME, sample_paths
 from distill.errors import ConfigError, DataError
+from spikedistill_core.checks import check_int
 
 SMALL_IMAGE_POLICIES = ("error", "skip")
 
@@ -317,12 +318,6 @@ def eval_sampler(dataset: Dataset) -> Sampler | None:
 
 # ----------------------------------------------------------------------------------------------
 # argument checks
-
-
-def check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{name}={value!r} is not allowed: use an integer >= {minimum}")
-    return int(value)
 
 
 def check_folders(name: str, value: object) -> list[str] | None:

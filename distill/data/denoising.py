@@ -1,22 +1,17 @@
 """Gaussian denoising data: clean images, additive white Gaussian noise drawn on the fly."""
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import torch
 
 from distill.data.base import Degradation, ImageRecord, RestorationDataModule, load_flat_records
 from distill.errors import ConfigError
+from spikedistill_core.checks import check_number
 
 
 def _check_level(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name}={value!r} is not allowed: use a number >= 0 on the 0-255 pixel scale")
-    v = float(value)
-    if not math.isfinite(v) or v < 0:
-        raise ConfigError(f"{name}={value!r} is not allowed: use a finite number >= 0 on the 0-255 pixel scale")
-    return v
+    return check_number(name, value, 0, hint=" on the 0-255 pixel scale")
 
 
 def check_sigma(sigma: object, sigma_range: object) -> tuple[float | None, tuple[float, float] | None]:
