@@ -420,7 +420,7 @@ def build_columns(groups: Sequence[Group], target: str | None) -> dict[str, Colu
         "param_ratio": Column("param_ratio", "Param ratio (T/S)", True, "max",
                               lambda g: _scalar_cell("param_ratio", g.values(
                                   lambda r: _number((r.data.get("params") or {}).get("ratio"))), lambda v: f"{v:.1f}×")),
-        "energy_uj": Column("energy_uj", "Energy / image (µJ)", True, "min",
+        "energy_uj": Column("energy_uj", f"Energy / {_energy_image(groups)} (µJ)", True, "min",
                             lambda g: _stat_cell("energy_uj", g.values(_energy_uj), None)),
         "energy_ratio": Column("energy_ratio", "Energy ratio (T/S)", True, "max",
                                lambda g: _scalar_cell("energy_ratio", g.values(
@@ -428,6 +428,16 @@ def build_columns(groups: Sequence[Group], target: str | None) -> dict[str, Colu
         "steps": Column("steps", f"Steps to {target_text} (hint / no hint)", True, "min",
                         lambda g: _steps_cell(g, target_text)),
     }
+
+
+def _energy_image(groups: Sequence[Group]) -> str:
+    """What the energy column is per: ``256×256 image`` when every run measured one image size."""
+    sizes = {tuple(size) for g in groups for r in g.runs
+             if isinstance(size := (r.data.get("energy") or {}).get("image_size"), list) and len(size) == 3}
+    if len(sizes) == 1:
+        _, height, width = next(iter(sizes))
+        return f"{height}×{width} image"
+    return "image, sizes differ" if sizes else "image"
 
 
 def _fmt_sigma(sigma: Any) -> Any:

@@ -20,7 +20,7 @@ HINT = {"teacher": "body.1", "student": "head.neuron", "signal": "spikes", "time
 def make_results(run_dir: Path, *, seed: int = 0, hints: bool = True, psnr: float = 30.0, teacher_psnr: float = 31.0,
                  steps: int | None = 1200, model: str = "SpikingDnCNN", sigma: float = 25, lr: float = 1e-3,
                  y_channel: bool = False, teacher: str = "teachers.dncnn.DnCNN", with_samples: bool = False,
-                 firing_rates: dict | None = None) -> Path:
+                 firing_rates: dict | None = None, image_size: list | None = None) -> Path:
     """A results.json shaped like DistillationModule.results() (trimmed)."""
     hint_list = [dict(HINT)] if hints else []
     history = [{"step": s, "seconds": s / 100, "psnr": psnr - 3 + 3 * s / 2000} for s in range(0, 2001, 400)]
@@ -56,6 +56,8 @@ def make_results(run_dir: Path, *, seed: int = 0, hints: bool = True, psnr: floa
     }
     if firing_rates is not None:
         results["firing_rates"] = firing_rates
+    if image_size is not None:
+        results["energy"]["image_size"] = image_size
     run_dir.mkdir(parents=True, exist_ok=True)
     write_results(run_dir / "results.json", results)
     return run_dir / "results.json"
@@ -102,6 +104,18 @@ def test_columns_choose_and_order(runs):
     assert text.splitlines()[0] == "| PSNR (dB, gray, crop 0) | Distillation |"
     with pytest.raises(ConfigError, match="unknown column"):
         leaderboard(runs, "md", columns=["nope"])
+
+
+def test_energy_header_names_the_image_size_the_runs_measured(tmp_path):
+    same, mixed = tmp_path / "same", tmp_path / "mixed"
+    for root, sizes in ((same, ([1, 256, 256], [1, 256, 256])), (mixed, ([1, 256, 256], [1, 192, 128]))):
+        make_results(root / "a", seed=0, image_size=sizes[0])
+        make_results(root / "b", seed=1, hints=False, image_size=sizes[1])
+    assert leaderboard(same, "md", columns=["energy_uj"])[0].splitlines()[0] == "| Energy / 256×256 image (µJ) |"
+    assert "Energy / image, sizes differ (µJ)" in leaderboard(mixed, "md", columns=["energy_uj"])[0]
+    assert r"Energy / 256$\times$256 image" in leaderboard(same, "latex", columns=["energy_uj"])[0]
+    make_results(tmp_path / "old" / "a")  # results.json from before image_size was recorded
+    assert leaderboard(tmp_path / "old", "md", columns=["energy_uj"])[0].splitlines()[0] == "| Energy / image (µJ) |"
 
 
 def _md_rows(text: str) -> list[dict[str, str]]:
