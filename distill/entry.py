@@ -22,7 +22,7 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "leaderboard": ("distill.leaderboard:main", "tables (md, latex, csv) from every results.json under a folder"),
     "sweep": ("distill.sweep:main", "expand a wandb-format sweep file into runs, locally or on SLURM"),
     "plot": ("distill.plots:main", "convergence curves, firing rates, energy breakdown and image grids"),
-    "export": ("distill.export:main", "save a run's trained network alone as a plain state dict"),
+    "export": ("distill.export:main", "a trained network alone: network file, weights, NIR, TorchScript, torch.export"),
 }
 LIGHTNING_COMMANDS = {
     "fit": "train (and then test on the held-out split), writing results.json into the run directory",

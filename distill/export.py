@@ -2,21 +2,25 @@
 self-describing file: class path, init args, state dict and provenance (recipe, teacher SHA-256, versions,
 final metrics). :func:`load_network` rebuilds it in one call; ``checkpoint:`` in a recipe reads it too
 (its ``state_dict`` entry), as it reads plain state dicts and KAIR/BasicSR releases. ``--model BLOCK`` wraps
-such a weight file, not a run, into the same format."""
+such a weight file, not a run, into the same format. ``--format nir`` writes a NIR graph of a spiking student
+(:mod:`students.nir_graph`); ``--format torchscript`` / ``export`` a standalone PyTorch module of any network
+(:func:`export_torch`), which plain ``torch.jit.load`` / ``torch.export.load`` read without this project."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import json
 import platform
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from distill.errors import CheckpointError
+from distill.errors import CheckpointError, ConfigError
 from distill.io import atomic_path
+from distill.modeling import run_model
 
 if TYPE_CHECKING:
     import nir
@@ -25,6 +29,8 @@ ROLE_PREFIXES = ("model.", "student.")
 FORMAT = "spikedistill-network/1"
 #: constructor arguments that point at weight files: the export holds the weights itself
 WEIGHT_ARGS = ("checkpoint",)
+#: --format values that write a standalone PyTorch module -> how plain torch reads it back
+TORCH_FORMATS = {"torchscript": "torch.jit.load(path)", "export": "torch.export.load(path).module()"}
 
 
 def network_state_dict(checkpoint_path: Path) -> dict[str, torch.Tensor]:
@@ -163,7 +169,6 @@ def embedded_check(network: nn.Module, sigma: float = 25.0, eval_size: int = 256
     rain of preset ``rain``), as recorded in a shipped file's provenance so that a test can rebuild the file and
     compare without ``../shared``."""
     from distill.data import DenoisingDataModule, DerainingDataModule
-    from distill.modeling import run_model
 
     if rain is None:
         data = DenoisingDataModule(channels=network.in_channels, sigma=sigma, eval_size=eval_size)
@@ -187,34 +192,125 @@ def load_network(path: str | Path) -> nn.Module:
     return load_record(load_file(file), str(file))
 
 
+def load_source(source: Path) -> nn.Module:
+    """The network of a run's .ckpt or of a network file from `spikedistill export`, in eval mode."""
+    if source.suffix == ".ckpt":
+        return load_record(network_record(source), str(source))
+    return load_network(source)
+
+
 def export_nir(source: Path, output: Path, input_size: tuple[int, int] = (64, 64)) -> nir.NIRGraph:
     """Write the NIR graph (``nir.write``) of the network in ``source``, a run's .ckpt or a network file; returns it."""
     import nir
 
     from students.nir_graph import to_nir
 
-    if source.suffix == ".ckpt":
-        network = load_record(network_record(source), str(source))
-    else:
-        network = load_network(source)
-    graph = to_nir(network, input_size)
+    graph = to_nir(load_source(source), input_size)
     with atomic_path(output) as tmp:
         nir.write(tmp, graph)
     return graph
 
 
+class FixedSigma(nn.Module):
+    """A network that takes a noise level (``needs_sigma``), run at one fixed level: a module of the image alone."""
+
+    def __init__(self, network: nn.Module, sigma: float):
+        super().__init__()
+        self.network = network
+        self.register_buffer("sigma", torch.tensor([sigma / 255.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return run_model(self.network, x, self.sigma.expand(x.shape[0]))
+
+
+def standalone(network: nn.Module, input_size: tuple[int, int], sigma: float | None = None
+               ) -> tuple[nn.Module, torch.Tensor]:
+    """The module to record (``network``, or it at the noise level ``sigma`` (0-255) when it takes one) and its
+    example input, ``[1, C, H, W]`` uniform in [0, 1] (seeded)."""
+    name = type(network).__name__
+    takes_sigma = getattr(network, "needs_sigma", False)
+    if takes_sigma and sigma is None:
+        raise ConfigError(f"{name} takes a noise level: give --sigma S (0-255); the written module keeps it fixed")
+    if not takes_sigma and sigma is not None:
+        raise ConfigError(f"--sigma {sigma:g} is not allowed: {name} takes no noise level")
+    height, width = (int(v) for v in input_size)
+    if height < 1 or width < 1:
+        raise ConfigError(f"input_size={tuple(input_size)!r} is not allowed; use (H, W) with both >= 1")
+    example = torch.rand(1, network.in_channels, height, width, generator=torch.Generator().manual_seed(0))
+    return (FixedSigma(network, sigma) if takes_sigma else network).eval(), example
+
+
+def _record(module: nn.Module, example: torch.Tensor, fmt: str, name: str) -> Any:
+    """``torch.jit.trace`` or ``torch.export.export`` of ``module`` on ``example``; a failure names the network."""
+    try:
+        with warnings.catch_warnings():  # the trace is for this input size: shape-dependent Python is expected
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            if fmt == "torchscript":
+                return torch.jit.trace(module, example, check_trace=False)
+            return torch.export.export(module, (example,))
+    except Exception as exc:  # noqa: BLE001 - tracing and export raise many types; each becomes one message
+        how = "torch.jit.trace" if fmt == "torchscript" else "torch.export.export"
+        raise ConfigError(f"{name} cannot be written as --format {fmt}: {how} failed: "
+                          f"{type(exc).__name__}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:300] if lines else "(no message)"
+
+
+@torch.no_grad()
+def export_torch(source: Path | nn.Module, output: Path, fmt: str, input_size: tuple[int, int] = (64, 64),
+                 sigma: float | None = None) -> nn.Module:
+    """Write the network of ``source`` (a run's .ckpt, a network file, or a network) as a standalone module:
+    ``fmt`` ``"torchscript"`` (``torch.jit.trace``, saved by ``torch.jit.save``) or ``"export"``
+    (``torch.export``, saved by ``torch.export.save``). Spiking loops over T unroll at the network's T, and
+    the module is for images ``[1, C, *input_size]`` (padding and shapes are fixed when recorded); a network
+    that takes a noise level runs at ``sigma`` (0-255). The file is read back, and written only if its output
+    on the example input equals our forward (``distill.modeling.run_model``). Returns the network."""
+    if fmt not in TORCH_FORMATS:
+        raise ConfigError(f"fmt={fmt!r} is not allowed; use one of {list(TORCH_FORMATS)}")
+    network = source if isinstance(source, nn.Module) else load_source(Path(source))
+    name = type(network).__name__
+    module, example = standalone(network.eval(), input_size, sigma)
+    expected = module(example)
+    recorded = _record(module, example, fmt, name)
+    with atomic_path(output) as tmp:
+        try:
+            if fmt == "torchscript":
+                torch.jit.save(recorded, str(tmp))
+                got = torch.jit.load(str(tmp))(example)
+            else:
+                torch.export.save(recorded, tmp)
+                got = torch.export.load(tmp).module()(example)
+        except Exception as exc:  # noqa: BLE001 - e.g. a Python function call that TorchScript cannot save
+            raise ConfigError(f"{name} cannot be written as --format {fmt}: saving or loading it failed: "
+                              f"{type(exc).__name__}: {_first_line(exc)}") from exc
+        if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
+            gap = (got - expected).abs().max().item() if got.shape == expected.shape else f"shape {tuple(got.shape)}"
+            raise ConfigError(f"{name} cannot be written as --format {fmt}: the recorded module's output differs "
+                              f"from our forward (max |difference| {gap}); nothing was written")
+    return network
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="spikedistill export", description=__doc__)
     parser.add_argument("checkpoint", type=Path, help="a run's .ckpt (e.g. runs/NAME/checkpoints/last.ckpt); "
-                        "for --format nir also a network file; with --model any weight file")
-    parser.add_argument("output", type=Path, help="where to write the network file (.pt), weights or NIR graph (.nir)")
-    parser.add_argument("--format", choices=("network", "nir", "state_dict"), default="network",
+                        "for --format nir, torchscript and export also a network file; with --model any weight file")
+    parser.add_argument("output", type=Path, help="where to write the network file (.pt), weights, NIR graph (.nir), "
+                                                  "TorchScript module (.pt) or torch.export program (.pt2)")
+    parser.add_argument("--format", choices=("network", "nir", "state_dict", *TORCH_FORMATS), default="network",
                         help="network: self-describing file (default); state_dict: the plain weights; "
-                             "nir: a NIR graph of a spiking student (see students.nir_graph)")
+                             "nir: a NIR graph of a spiking student (see students.nir_graph); torchscript / export: "
+                             "a standalone module (torch.jit.trace / torch.export) for torch.jit.load / "
+                             "torch.export.load, at a fixed --input-size")
     parser.add_argument("--state-dict-only", dest="format", action="store_const", const="state_dict",
                         help="the same as --format state_dict")
     parser.add_argument("--input-size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"),
-                        help="image size of the NIR graph (NIR layers have fixed shapes; default 64 64)")
+                        help="image size of the NIR graph or PyTorch module (their shapes are fixed; default 64 64)")
+    parser.add_argument("--sigma", type=float, metavar="S",
+                        help="torchscript / export of a network that takes a noise level (FFDNet): the fixed level S "
+                             "(0-255) the module runs at")
     parser.add_argument("--model", type=Path, metavar="BLOCK",
                         help="wrap a weight file that is not a run (a plain state dict, a KAIR/BasicSR release): "
                              "the model block (YAML with class_path and init_args) whose class reads it")
@@ -227,7 +323,13 @@ def main(argv: list[str]) -> None:
     checking = args.check_sigma is not None or args.check_rain is not None
     if (args.model is not None or checking) and args.format != "network":
         parser.error(f"--model and --check-* make a network file; --format {args.format} is not allowed with them")
-    if args.format == "nir":
+    if args.sigma is not None and args.format not in TORCH_FORMATS:
+        parser.error(f"--sigma is for --format torchscript or export; --format {args.format} is not allowed with it")
+    if args.format in TORCH_FORMATS:
+        network = export_torch(args.checkpoint, args.output, args.format, tuple(args.input_size), args.sigma)
+        written = (f"a standalone {type(network).__name__} for [1, {network.in_channels}, {args.input_size[0]}, "
+                   f"{args.input_size[1]}] images (load it with {TORCH_FORMATS[args.format]})")
+    elif args.format == "nir":
         graph = export_nir(args.checkpoint, args.output, tuple(args.input_size))
         written = f"a NIR graph of {len(graph.nodes)} nodes"
     elif args.format == "state_dict":

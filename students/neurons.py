@@ -132,7 +132,9 @@ class SpikingNeuron(nn.Module):
         initial = None if carry is None else carry.state_in
         if initial is None and self.init_membrane:
             # a constant start (no gradient through it), e.g. half a quantum for converted networks
-            initial = torch.full_like(current[0], self.init_membrane * float(self.threshold.detach()))
+            # in tensor ops, so that tracing and torch.export keep it (the float64 product, as float() gave)
+            start = (self.threshold.detach().cpu().double() * self.init_membrane).to(current)
+            initial = start.expand_as(current[0])
         spikes, membrane = self._recurrence(current, initial)
         if carry is None:
             self.membrane = membrane if self.record_membrane else None
