@@ -34,7 +34,7 @@ from teachers.weights import read_state_dict, sha256_file
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = REPO / "recipes"
 FRAGMENT_DIRS = ("data", "models", "train")
-NOT_RECIPES = ("sweeps",)
+NOT_RECIPES = ("sweeps", "paper")  # paper/ needs user data folders: tests/test_paper_recipes.py
 #: overlay suffix -> the model options it may change
 OVERLAYS = {
     "_nohint": {"hints", "output_distillation"},
