@@ -22,6 +22,7 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "leaderboard": ("distill.leaderboard:main", "tables (md, latex, csv) from every results.json under a folder"),
     "sweep": ("distill.sweep:main", "expand a wandb-format sweep file into runs, locally or on SLURM"),
     "plot": ("distill.plots:main", "convergence curves, firing rates, energy breakdown and image grids"),
+    "data": ("distill.data_command:main", "data check FOLDER --layout flat|paired: validate dataset folders"),
     "export": ("distill.export:main", "a trained network alone: network file, weights, NIR, TorchScript, torch.export"),
 }
 LIGHTNING_COMMANDS = {

@@ -87,3 +87,72 @@ def test_paper_recipe_fast_dev_run_on_tiny_folders(name, tmp_path, monkeypatch):
     assert set(results["metrics"]) == {"input", "teacher", "student"}
     for role, scores in results["metrics"].items():
         assert math.isfinite(scores["psnr"]) and 0 < scores["ssim"] <= 1, (role, scores)
+
+
+# ---- spikedistill data check -------------------------------------------------------------------------------
+
+
+def data_check(capsys, *argv: str) -> tuple[int, str, str]:
+    try:
+        entry_main(["data", "check", *argv])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_data_check_summarises_good_folders(tmp_path, capsys):
+    flat = flat_folder(tmp_path / "BSD400", n=3, channels=1)
+    _png(flat / "wide.png", (64, 50), 1)
+    code, out, err = data_check(capsys, str(flat), "--layout", "flat", "--channels", "1", "--min-size", "40")
+    assert code == 0, err
+    assert f"{flat}: 4 images, sizes 48x48 to 64x50 (WxH), 1 channel" in out
+    rain = paired_folder(tmp_path / "Rain100L", n=2)
+    code, out, err = data_check(capsys, str(rain), "--layout", "paired")
+    assert code == 0, err
+    assert f"{rain}: 2 pairs, sizes 48x48 to 48x48 (WxH), 3 channels" in out
+
+
+def test_data_check_names_each_problem(tmp_path, capsys):
+    missing = tmp_path / "nope"
+    code, _, err = data_check(capsys, str(missing), "--layout", "flat")
+    assert code == 2 and f"image folder '{missing}' does not exist" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("x")
+    code, _, err = data_check(capsys, str(empty), "--layout", "flat")
+    assert code == 2 and "holds no images" in err and str(empty) in err
+    broken = flat_folder(tmp_path / "broken", n=2)
+    (broken / "bad.png").write_bytes(b"not a png")
+    code, _, err = data_check(capsys, str(broken), "--layout", "flat")
+    assert code == 2 and f"'{broken / 'bad.png'}' cannot be read" in err
+    small = flat_folder(tmp_path / "small", n=1)
+    _png(small / "tiny.png", (30, 20), 1)
+    code, _, err = data_check(capsys, str(small), "--layout", "flat", "--min-size", "40")
+    assert code == 2 and f"'{small / 'tiny.png'}' is 30x20 (WxH), smaller than --min-size 40" in err
+    assert "img0.png" not in err
+    unpaired = paired_folder(tmp_path / "unpaired", n=2)
+    _png(unpaired / "rain" / "rain-7.png")
+    code, _, err = data_check(capsys, str(unpaired), "--layout", "paired")
+    assert code == 2 and "without a clean partner: rain-7.png" in err
+    sizes = paired_folder(tmp_path / "sizes", n=1)
+    _png(sizes / "norain" / "norain-0.png", (40, 40))
+    code, _, err = data_check(capsys, str(sizes), "--layout", "paired")
+    assert code == 2 and "pair sizes differ" in err and "rain-0.png' is 48x48" in err and "is 40x40" in err
+    flat = flat_folder(tmp_path / "flat", n=1)
+    code, _, err = data_check(capsys, str(flat), "--layout", "paired")
+    assert code == 2 and "has no paired layout" in err
+
+
+def test_data_check_starts_without_lightning(tmp_path):
+    import subprocess
+    import sys
+
+    folder = flat_folder(tmp_path / "f", n=1)
+    code = ("import sys\nfrom distill.entry import main\nmain(['data', 'check', sys.argv[1], '--layout', 'flat'])\n"
+            "print('lightning loaded' if 'lightning' in sys.modules else 'no lightning')")
+    proc = subprocess.run([sys.executable, "-c", code, str(folder)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-1] == "no lightning"
