@@ -18,7 +18,8 @@ from spikedistill_core.checks import check_int, check_number
 from distill.errors import ConfigError
 from distill.modeling import run_model
 from students.transfer import (
-    calibrate_rates, channel_rates, copy_twin, init_thresholds, make_twin, neuron_paths, select_from_dncnn,
+    calibrate_rates, calibrate_weights, channel_rates, copy_twin, init_thresholds, make_twin, neuron_paths,
+    select_from_dncnn,
 )
 
 #: the twin's crops come from epochs far past any fit's, so the spiking phase sees the same crops in every arm
@@ -41,6 +42,9 @@ class WarmStart:
         twin_hints: train the twin with the run's feature hints too (the twin has the student's module paths;
             the adapters it trains carry on into the spiking phase).
         calibrate: after the copy, shift each layer's biases until every channel fires at the twin's rate.
+        weight_calibration: then fit each layer's weights, first layer first, for this many Adam steps so that its
+            rates match the twin's activations on the calibration patches, and the tail the twin's output
+            (``students.transfer.calibrate_weights``); 0 = off.
         calibration_patches: training patches that set the thresholds and calibrate the rates.
         threshold_percentile: percentile of the positive pre-activations that sets each starting threshold.
         eval_images: validation images scored after each stage (twin, copy, calibration); 0 = none.
@@ -53,6 +57,7 @@ class WarmStart:
     clean_weight: float = 1.0
     twin_hints: bool = False
     calibrate: bool = True
+    weight_calibration: int = 0
     calibration_patches: int = 16
     threshold_percentile: float = 99.0
     eval_images: int = 4
@@ -63,7 +68,7 @@ class WarmStart:
         return bool(self.select_from_teacher or self.teacher_output_weight or self.twin_hints)
 
     def __post_init__(self) -> None:
-        for name in ("twin_steps", "calibration_patches", "eval_images"):
+        for name in ("twin_steps", "calibration_patches", "eval_images", "weight_calibration"):
             value = getattr(self, name)
             minimum = 1 if name == "calibration_patches" else 0
             check_int(f"warm_start {name}", value, minimum)
@@ -176,6 +181,12 @@ def run_warm_start(module: Any, config: WarmStart) -> dict[str, Any]:
         spent += time.perf_counter() - started
         report["calibration_max_rate_error"] = round(max(errors.values()), 5)
         report["calibrated_psnr"] = _val_psnr(student, datamodule, config.eval_images, device)
+    if config.weight_calibration:
+        started = time.perf_counter()
+        errors = calibrate_weights(student, twin, calibration, config.weight_calibration)
+        spent += time.perf_counter() - started
+        report["weight_calibration_mse"] = {k: round(v, 6) for k, v in errors.items()}
+        report["weight_calibrated_psnr"] = _val_psnr(student, datamodule, config.eval_images, device)
     # scoring the stages is reporting, like validation: only the twin, the copy and the calibration count
     report["seconds"] = round(spent, 3)
     return report

@@ -9,7 +9,9 @@ The chain (issue 14; Bu et al. ICLR 2022, Li et al. ICML 2021, Xu et al. ICLR 20
    threshold and a start at half of it. For a constant current that makes an IF neuron's rate over T
    steps equal the QCFS output exactly; deeper layers see spike trains that are not constant, so
 3. :func:`calibrate_rates` shifts the bias that feeds each neuron, layer by layer on real patches,
-   until every channel fires at the twin's mean activation.
+   until every channel fires at the twin's mean activation; :func:`calibrate_weights` (optional, after it) then
+   fits each layer's weights by gradient so that its firing rates match the twin's activations pixel by pixel,
+   and the output layer the twin's output (layer-wise weight calibration, Li et al. 2021).
 4. :func:`select_from_dncnn` (optional, before training the twin) fills a SpikingDnCNN twin with
    evenly spaced channels of a trained ``teachers.dncnn.DnCNN`` (its batch norms folded), scaling
    each layer into rate units with the 99.9th percentile of the teacher's activations.
@@ -28,7 +30,8 @@ from spikedistill_core.errors import ConfigError
 from .neurons import QCFS, SpikingNeuron
 
 __all__ = [
-    "make_twin", "init_thresholds", "copy_twin", "neuron_paths", "channel_rates", "calibrate_rates", "select_from_dncnn",
+    "make_twin", "init_thresholds", "copy_twin", "neuron_paths", "channel_rates", "calibrate_rates",
+    "calibrate_weights", "select_from_dncnn",
 ]
 
 
@@ -179,6 +182,92 @@ def calibrate_rates(
             bias.add_(delta.to(bias.dtype) * threshold)
             delta = targets[path] - channel_rates(student, x, [path])[path]
         errors[path] = float(delta.abs().max())
+    return errors
+
+
+def _outputs(model: nn.Module, x: Tensor, paths: list[str]) -> tuple[dict[str, Tensor], Tensor]:
+    """Each neuron's output on ``x`` as a per-step mean ``[B, C, H, W]``, and the model's output."""
+    seen: dict[str, Tensor] = {}
+    hooks = [model.get_submodule(p).register_forward_hook(
+        lambda _m, _i, out, p=p: seen.__setitem__(p, out.mean(0) if out.dim() == 5 else out)) for p in paths]
+    try:
+        out = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen, out
+
+
+def _fit(params: list[nn.Parameter], loss_fn, iterations: int, lr: float) -> float:
+    """Adam on ``params`` alone for ``iterations`` steps of ``loss_fn()``; returns the loss after the last step."""
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(params, lr=lr)
+    for _ in range(iterations):
+        loss = loss_fn()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    for p in params:
+        p.requires_grad_(False)
+    with torch.no_grad():
+        return float(loss_fn())
+
+
+def calibrate_weights(student: nn.Module, twin: nn.Module, x: Tensor, iterations: int = 30, lr: float = 1e-3,
+                      output: str = "tail") -> dict[str, float]:
+    """Layer-wise weight calibration: first layer first, the parameters that feed each neuron (the modules before it
+    in its parent block) are fitted by surrogate-gradient Adam so that the neuron's firing rate on ``x`` matches the
+    twin's activation (MSE); the layers before it are already fitted and fixed, so the block's input is recorded once.
+    Then the ``output`` module is fitted so that the student's output matches the twin's. No clean image is used.
+    Returns each fitted layer's final MSE; both networks keep their modes and ``requires_grad`` flags."""
+    paths = neuron_paths(student)
+    was_training = [m.training for m in (student, twin)]
+    student.eval()
+    twin.eval()
+    trainable = {p: p.requires_grad for p in student.parameters()}
+    for p in trainable:
+        p.requires_grad_(False)
+    errors: dict[str, float] = {}
+    try:
+        with torch.no_grad():
+            targets, twin_out = _outputs(twin, x, neuron_paths(twin))
+        for path in paths:
+            parent_path, _, leaf = path.rpartition(".")
+            parent = student.get_submodule(parent_path) if parent_path else student
+            names = [n for n, _ in parent.named_children()]
+            feeding = [m for n, m in parent.named_children() if names.index(n) < names.index(leaf)]
+            params = [p for m in feeding for p in m.parameters()]
+            if not params or parent is student:
+                raise ConfigError(f"calibrate_weights: neuron {path!r} has no parameterised module before it in its "
+                                  "own block; weight calibration needs conv -> neuron blocks")
+            recorded: list[Tensor] = []
+            hook = feeding[0].register_forward_pre_hook(lambda _m, args: recorded.append(args[0]))
+            try:
+                with torch.no_grad():
+                    student(x)
+            finally:
+                hook.remove()
+            inputs, neuron, target = recorded[0], student.get_submodule(path), targets[path]
+
+            def layer_loss() -> Tensor:
+                h = inputs
+                for m in feeding:  # the block's own order: conv (, norm), then the neuron
+                    h = m(h)
+                out = neuron(h)
+                return F.mse_loss(out.mean(0) if out.dim() == 5 else out, target)
+
+            errors[path] = _fit(params, layer_loss, iterations, lr)
+        try:
+            head = student.get_submodule(output)
+        except AttributeError:
+            raise ConfigError(f"calibrate_weights: {type(student).__name__} has no output module {output!r}") from None
+        errors[output] = _fit(list(head.parameters()), lambda: F.mse_loss(student(x), twin_out), iterations, lr)
+    finally:
+        for p, flag in trainable.items():
+            p.requires_grad_(flag)
+        student.train(was_training[0])
+        twin.train(was_training[1])
     return errors
 
 

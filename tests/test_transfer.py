@@ -7,7 +7,7 @@ from distill.errors import ConfigError
 from students.neurons import IF, QCFS
 from students.spiking_dncnn import SpikingDnCNN
 from students.transfer import (
-    calibrate_rates, channel_rates, copy_twin, init_thresholds, make_twin, neuron_paths, select_from_dncnn,
+    calibrate_rates, calibrate_weights, channel_rates, copy_twin, init_thresholds, make_twin, neuron_paths, select_from_dncnn,
 )
 from teachers.dncnn import DnCNN
 
@@ -134,6 +134,41 @@ def test_calibration_names_a_neuron_without_a_bias():
     student.head.conv.layer.bias = None
     with pytest.raises(ConfigError, match="no bias feeds neuron 'head.neuron'"):
         calibrate_rates(student, torch.rand(1, 1, 8, 8), {"head.neuron": torch.zeros(6)})
+
+
+def _rate_errors(student, twin, x):
+    """Per-layer MSE between the student's firing rate (mean over T) and the twin's activation, and the output's."""
+    seen = {}
+    for name, net in (("student", student), ("twin", twin)):
+        rates = {}
+        hooks = [net.get_submodule(p).register_forward_hook(
+            lambda _m, _i, o, p=p, r=rates: r.__setitem__(p, o.mean(0) if o.dim() == 5 else o))
+            for p in neuron_paths(net)]
+        with torch.no_grad():
+            rates["output"] = net(x)
+        for h in hooks:
+            h.remove()
+        seen[name] = rates
+    return {k: float((seen["student"][k] - seen["twin"][k]).pow(2).mean()) for k in seen["twin"]}
+
+
+def test_weight_calibration_fits_every_layer_and_the_output_to_the_twin():
+    student, twin, x = copied_pair(3, depth=5, batch=8, side=24)
+    calibrate_rates(student, x, channel_rates(twin, x, neuron_paths(twin)))
+    student.train()
+    flags = {n: p.requires_grad for n, p in student.named_parameters()}
+    before = _rate_errors(student, twin, x)
+    errors = calibrate_weights(student, twin, x, iterations=40, lr=3e-3)
+    after = _rate_errors(student, twin, x)
+    assert set(errors) == set(neuron_paths(student)) | {"tail"}
+    assert before["head.neuron"] == 0.0 and after["head.neuron"] == 0.0  # a constant current: the copy is exact
+    for path in neuron_paths(student)[1:]:  # deeper layers see spike trains: the copy is off, the fit closer
+        assert 0 < after[path] < before[path], (path, before[path], after[path])
+    assert after["output"] < 0.9 * before["output"], (before["output"], after["output"])
+    assert errors["tail"] == pytest.approx(after["output"], rel=1e-4)  # the returned error is the measured one
+    assert student.training and {n: p.requires_grad for n, p in student.named_parameters()} == flags
+    with pytest.raises(ConfigError, match="has no output module 'head_out'"):
+        calibrate_weights(student, twin, x, iterations=1, output="head_out")
 
 
 def test_weight_selection_of_an_equal_teacher_reproduces_it():

@@ -38,6 +38,18 @@ def test_warm_start_runs_once_counts_its_time_and_survives_a_resume(tmp_path, re
     assert resumed["run"]["global_step"] == 4 and resumed["warm_start"] == report
 
 
+def test_weight_calibration_runs_after_the_rate_calibration_and_is_reported(tmp_path, repo_root, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    run = tmp_path / "run"
+    fit(run, "--trainer.max_steps=1", "--model.init_args.warm_start.twin_steps=4",
+        "--model.init_args.warm_start.weight_calibration=3")
+    report = json.loads((run / "results.json").read_text())["warm_start"]
+    paths = ["head.neuron", "blocks.0.neuron", "blocks.1.neuron", "tail"]  # TINY: depth 4
+    assert list(report["weight_calibration_mse"]) == paths
+    assert all(v >= 0 for v in report["weight_calibration_mse"].values())
+    assert isinstance(report["weight_calibrated_psnr"], float) and "calibrated_psnr" in report
+
+
 def test_teacher_options_need_a_teacher():
     student = SpikingDnCNN(1, 4, 3, neuron="if", init_membrane=0.5)
     RestorationModule(student, warm_start=WarmStart(twin_steps=1))  # no teacher needed
@@ -55,7 +67,7 @@ def test_a_student_that_does_not_start_at_half_threshold_is_refused(tmp_path, re
 
 
 @pytest.mark.parametrize("field, value", [("twin_steps", -1), ("lr", 0.0), ("teacher_output_weight", -1.0),
-                                          ("clean_weight", -1.0),
+                                          ("clean_weight", -1.0), ("weight_calibration", -1),
                                           ("threshold_percentile", 0.0), ("calibration_patches", 0)])
 def test_bad_options_name_the_field(field, value):
     with pytest.raises(ConfigError, match=f"{field}={value!r}"):
