@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from distill.convergence import ConvergenceTargets
 from distill.checkpointing import check_finite_weights
-from distill.data.base import align_loader_states
+from distill.data.base import align_loader_states, upgrade_loader_states
 from distill.energy import resolve_constants
 from distill.errors import ConfigError, TrainingError
 from distill.losses import RestorationLoss
@@ -255,6 +255,7 @@ class RestorationBase(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.warm_start_report = checkpoint.get("warm_start")
+        upgrade_loader_states(checkpoint)
 
     def results(self) -> dict[str, Any]:
         """The module's part of results.json (distill.callbacks.RunReport adds the run, energy and convergence)."""

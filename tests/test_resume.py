@@ -2,6 +2,7 @@
 uninterrupted run (weights, optimizer, scheduler, hint schedule, data order, convergence bookkeeping)."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -18,7 +19,13 @@ from cli_helpers import QUICKSTART, spikedistill, tiny_recipe, wait_for
 from distill.checkpointing import AtomicCheckpointIO
 from distill.cli import find_last_checkpoint, main
 from distill.data import DenoisingDataModule
-from distill.data.base import ResumableDataLoader, align_loader_states
+from distill.data.base import EpochSampler, align_loader_states, upgrade_loader_states
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+
+def sampler_state(loader_state: dict) -> dict:
+    """The `EpochSampler` state inside a `StatefulDataLoader` state (torchdata's layout, no worker processes)."""
+    return loader_state["_sampler_iter_state"]["sampler_state"]
 
 
 def _results(run: Path) -> dict:
@@ -55,7 +62,8 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, one_t
     assert held.read_text().split() == ["7", "0", "7"]
     checkpoint = torch.load(broken / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 6 and checkpoint["epoch"] == 0
-    assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 0, "batches": 6}]
+    [loader_state] = checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert sampler_state(loader_state) == {"epoch": 0, "batches": 6}
     assert not (broken / "results.json").exists()
 
     with warnings.catch_warnings(record=True) as caught:
@@ -116,7 +124,7 @@ def test_mid_epoch_resume_continues_with_the_next_batch(tmp_path, workers):
 
     full = _Recorder()
     _trainer(tmp_path / "full", 10).fit(full, datamodule=data())
-    for stop in (3, 4):  # mid-epoch, and exactly at the end of epoch 0
+    for stop in (3, 4, 6):  # mid-epoch, exactly at the end of epoch 0, and mid-way through epoch 1
         first = _Recorder()
         checkpoint = ModelCheckpoint(dirpath=tmp_path / f"ckpt{stop}", save_last=True, every_n_train_steps=1)
         _trainer(tmp_path / f"a{stop}", stop, callbacks=[checkpoint]).fit(first, datamodule=data())
@@ -130,23 +138,59 @@ def test_mid_epoch_resume_continues_with_the_next_batch(tmp_path, workers):
 
 
 def test_loader_state_only_applies_to_its_own_epoch():
-    dm = DenoisingDataModule(patch_size=8, patches_per_epoch=6, batch_size=2, seed=1)
-    loader = dm.train_dataloader()
-    assert isinstance(loader, ResumableDataLoader) and len(loader) == 3
-    every = [b["input"] for b in loader]
-    iterator = iter(loader)
+    def loader():
+        return DenoisingDataModule(patch_size=8, patches_per_epoch=6, batch_size=2, seed=1).train_dataloader()
+
+    first = loader()
+    assert isinstance(first, StatefulDataLoader) and len(first) == 3
+    every = [b["input"] for b in first]
+    iterator = iter(first)
     next(iterator)
-    assert loader.state_dict() == {"epoch": 0, "batches": 1}
-    fresh = DenoisingDataModule(patch_size=8, patches_per_epoch=6, batch_size=2, seed=1).train_dataloader()
-    fresh.load_state_dict({"epoch": 0, "batches": 1})
+    state = first.state_dict()
+    assert sampler_state(state) == {"epoch": 0, "batches": 1}
+    fresh = loader()
+    fresh.load_state_dict(state)
     rest = [b["input"] for b in fresh]
     assert len(rest) == 2 and all(torch.equal(x, y) for x, y in zip(rest, every[1:]))
     assert len(fresh) == 3  # Lightning counts the skipped batches itself
     assert len(list(fresh)) == 3  # the skip applies once
-    other = DenoisingDataModule(patch_size=8, patches_per_epoch=6, batch_size=2, seed=1).train_dataloader()
-    other.load_state_dict({"epoch": 0, "batches": 3})
-    other.sampler.set_epoch(1)  # a checkpoint at the end of epoch 0 resumes into epoch 1: nothing skipped
-    assert len(list(other)) == 3
+    later = loader()
+    later.load_state_dict(state)
+    passing = iter(later)  # Lightning's order: load_state_dict, iter, then set_epoch at the epoch start
+    later.sampler.set_epoch(1)  # a resume in another epoch than the saved one: nothing skipped
+    assert len(list(passing)) == 3
+    next(iterator), next(iterator)
+    other = loader()
+    other.load_state_dict(first.state_dict())  # all 3 batches of epoch 0 handed out: the next pass is epoch 1
+    assert sampler_state(first.state_dict()) == {"epoch": 0, "batches": 3}
+    passing = iter(other)
+    assert other.sampler.epoch == 1 and len(list(passing)) == 3
+
+
+def test_skipped_batches_are_not_loaded(monkeypatch):
+    """The resumed pass starts at the saved batch: the skipped crops are never built."""
+    dm = DenoisingDataModule(patch_size=8, patches_per_epoch=8, batch_size=2, seed=1)
+    first = dm.train_dataloader()
+    iterator = iter(first)
+    next(iterator), next(iterator), next(iterator)
+    fresh = DenoisingDataModule(patch_size=8, patches_per_epoch=8, batch_size=2, seed=1).train_dataloader()
+    dataset, fetched = fresh.dataset, []
+    getitem = type(dataset).__getitem__
+    monkeypatch.setattr(type(dataset), "__getitem__", lambda self, key: (fetched.append(key), getitem(self, key))[1])
+    fresh.load_state_dict(first.state_dict())
+    assert len(list(fresh)) == 1 and fetched == [(0, 6), (0, 7)]
+
+
+def test_ddp_ranks_share_the_epoch_keys_as_lightnings_sampler_wrapper_did():
+    """Each rank's keys are those Lightning's `DistributedSamplerWrapper` gave it (padded, interleaved)."""
+    from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+
+    for length, replicas in ((8, 2), (7, 2), (5, 3)):
+        for rank in range(replicas):
+            wrapped = DistributedSamplerWrapper(EpochSampler(length, epoch=2), num_replicas=replicas, rank=rank,
+                                                shuffle=False)
+            own = EpochSampler(length, epoch=2, num_replicas=replicas, rank=rank)
+            assert list(own) == list(wrapped) and len(own) == len(wrapped)
 
 
 def test_last_resolves_to_newest_last_or_slurm_checkpoint(tmp_path):
@@ -168,11 +212,52 @@ def test_last_resolves_to_newest_last_or_slurm_checkpoint(tmp_path):
     ((6, 6, 6, 5), 6),  # saved at a batch end (ModelCheckpoint every n steps): Lightning counts batch 6 as done
     ((7, 7, 6, 6), 6),  # saved from a signal handler while batch 7 was training: Lightning re-runs it
 ])
-def test_saved_loader_position_follows_lightnings_resume_batch(progress, expected):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_saved_loader_position_follows_lightnings_resume_batch(progress, expected, workers):
+    ready, started, processed, completed = progress
+    dm = DenoisingDataModule(patch_size=8, patches_per_epoch=16, batch_size=2, seed=1, num_workers=workers)
+    dm.set_epoch(2)
+    loader = dm.train_dataloader()
+    iterator = iter(loader)
+    for _ in range(ready):
+        next(iterator)
+    checkpoint = {"loops": {"fit_loop": {
+        "state_dict": {"combined_loader": [loader.state_dict()]},
+        "epoch_loop.batch_progress": {"is_last_batch": False, "current": {
+            "ready": ready, "started": started, "processed": processed, "completed": completed}}}}}
+    align_loader_states(checkpoint)
+    resumed = DenoisingDataModule(patch_size=8, patches_per_epoch=16, batch_size=2, seed=1,
+                                  num_workers=workers).train_dataloader()
+    resumed.load_state_dict(checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"][0])
+    passing = iter(resumed)
+    assert resumed.sampler.epoch == 2  # restored with the state, before any key is drawn
+    got, want = [b["input"] for b in passing], [b["input"] for b in itertools.islice(loader, expected, None)]
+    assert len(got) == len(want) == 8 - expected and all(torch.equal(x, y) for x, y in zip(got, want))
+
+
+@pytest.mark.parametrize("progress, epoch, batches", [
+    ((4, 4, 4, 3), 3, 0),  # saved at the end of the last batch of epoch 2: Lightning resumes with epoch 3
+    ((4, 4, 4, 4), 3, 0),  # saved after the epoch's validation
+    ((4, 4, 3, 3), 2, 3),  # saved from a signal handler during the last batch: Lightning re-runs it
+])
+def test_saved_loader_position_at_the_end_of_an_epoch(progress, epoch, batches):
     ready, started, processed, completed = progress
     checkpoint = {"loops": {"fit_loop": {
-        "state_dict": {"combined_loader": [{"epoch": 2, "batches": ready}]},
-        "epoch_loop.batch_progress": {"current": {"ready": ready, "started": started, "processed": processed,
-                                                  "completed": completed}}}}}
+        "state_dict": {"combined_loader": [{"_snapshot": {"_main_snapshot": {"_sampler_iter_state": {
+            "samples_yielded": 8, "sampler_state": {"epoch": 2, "batches": 4}}}}}]},
+        "epoch_loop.batch_progress": {"is_last_batch": True, "current": {
+            "ready": ready, "started": started, "processed": processed, "completed": completed}}}}}
     align_loader_states(checkpoint)
-    assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 2, "batches": expected}]
+    [state] = checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert state["_snapshot"]["_main_snapshot"]["_sampler_iter_state"]["sampler_state"] == {
+        "epoch": epoch, "batches": batches}
+
+
+def test_a_checkpoint_from_before_the_stateful_loader_restarts_its_epoch():
+    checkpoint = {"loops": {"fit_loop": {"state_dict": {"combined_loader": [{"epoch": 1, "batches": 3}]}}}}
+    with pytest.warns(UserWarning, match="epoch 1 restarts from its first batch"):
+        upgrade_loader_states(checkpoint)
+    [state] = checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    loader = DenoisingDataModule(patch_size=8, patches_per_epoch=6, batch_size=2, seed=1).train_dataloader()
+    loader.load_state_dict(state)  # what Lightning then does: no state, the whole epoch
+    assert state == {} and len(list(loader)) == 3

@@ -13,7 +13,7 @@ from students.conversion import set_default_calibration
 _EXPORTS: dict[str, tuple[str, str]] = {
     **{name: ("distill.data.base", name) for name in (
         "Degradation", "EpochSampler", "EvalDataset", "ImageRecord", "PatchDataset", "RestorationDataModule",
-        "ResumableDataLoader", "derive_seed")},
+        "derive_seed")},
     "DenoisingDataModule": ("distill.data.denoising", "DenoisingDataModule"),
     "GaussianNoise": ("distill.data.denoising", "GaussianNoise"),
     "DerainingDataModule": ("distill.data.deraining", "DerainingDataModule"),

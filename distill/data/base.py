@@ -5,11 +5,12 @@
 * `PatchDataset`: random training crops; item ``(epoch, index)`` draws everything (image, crop,
   dihedral transform, noise/rain) from a generator seeded by ``(seed, epoch, index)`` only.
 * `EvalDataset`: whole (or centre-cropped) images; degradation seeded by ``(seed, image name)``.
-* `EpochSampler`: yields ``(epoch, index)`` keys. Lightning calls ``sampler.set_epoch(epoch)`` at the
-  start of every training epoch (also after a resume), so crops depend only on seed and epoch,
-  whatever the number of workers.
-* `ResumableDataLoader`: the training loader; its position inside the epoch is saved in checkpoints, so
-  a run resumed mid-epoch continues with the next batch (exact resume, see `spikedistill fit --ckpt_path last`).
+* `EpochSampler`: yields ``(epoch, index)`` keys (each DDP rank its share). Lightning calls
+  ``sampler.set_epoch(epoch)`` at the start of every training epoch (also after a resume), so crops depend
+  only on seed and epoch, whatever the number of workers. Its position inside the epoch is part of the
+  training loader's state: the loader is torchdata's `StatefulDataLoader`, whose `state_dict()` Lightning
+  saves in checkpoints and restores, so a run resumed mid-epoch continues with the next batch (exact resume,
+  see `spikedistill fit --ckpt_path last`); `align_loader_states` corrects checkpoints written from a signal.
 * `RestorationDataModule`: the LightningDataModule both tasks subclass.
 """
 from __future__ import annotations
@@ -25,7 +26,8 @@ from typing import Any, Iterator, Sequence
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from distill.data.images import check_channels, list_images, load_image, to_tensor
 from distill.data.samples import SAMPLES_NAME, sample_paths
@@ -181,108 +183,80 @@ class EvalDataset(Dataset):
         return _item(inp, target, sigma, rec.name)
 
 
-class EpochSampler(Sampler):
-    """Yields ``(epoch, 0) ... (epoch, length - 1)``; Lightning calls `set_epoch` before each epoch."""
+class EpochSampler(DistributedSampler):
+    """Yields this process's ``(epoch, index)`` keys of an epoch of `length` crops, and remembers how far it got.
 
-    def __init__(self, length: int, epoch: int = 0) -> None:
+    Epoch: Lightning calls `set_epoch` before each epoch; a pass reads the epoch at its first key.
+
+    Processes: with ``num_replicas > 1`` (DDP) each rank takes every ``num_replicas``-th key of the epoch,
+    padded to a multiple as `DistributedSampler` pads (the keys Lightning's sampler injection gave each rank).
+    Being a `DistributedSampler`, Lightning injects no wrapper, so the loader saves this sampler's state.
+
+    State (`state_dict`/`load_state_dict`, the protocol torchdata's `StatefulDataLoader` saves for its
+    sampler): ``{"epoch": pass epoch, "batches": batches of batch_size keys handed out in it}``, in the
+    units of Lightning's batch counters (see `align_loader_states`). After `load_state_dict` the next pass
+    starts at the batch after the saved ones, without drawing the skipped keys, and only if it is a pass of
+    the saved epoch (a completed pass resumes into the next epoch).
+    """
+
+    def __init__(self, length: int, epoch: int = 0, batch_size: int = 1, num_replicas: int = 1,
+                 rank: int = 0) -> None:
+        super().__init__(range(length), num_replicas=num_replicas, rank=rank, shuffle=False)
         self.length = length
         self.epoch = epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self.batch_size = batch_size
+        self._resume: tuple[int, int] | None = None
+        self._pass_epoch, self._drawn = epoch, 0
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch = self.epoch
-        return iter([(epoch, i) for i in range(self.length)])
+        resume, self._resume = self._resume, None
+        self._pass_epoch, self._drawn = self._start(resume)
+        return self._keys(resume)
+
+    def _start(self, resume: tuple[int, int] | None) -> tuple[int, int]:
+        """``(epoch, keys to skip)`` of a pass starting now."""
+        if resume is not None and resume[0] == self.epoch:
+            return self.epoch, min(resume[1] * self.batch_size, self.num_samples)
+        return self.epoch, 0
+
+    def _keys(self, resume: tuple[int, int] | None) -> Iterator[tuple[int, int]]:
+        epoch, start = self._start(resume)  # again at the first key: Lightning may have set the epoch since
+        self._pass_epoch, self._drawn = epoch, start
+        for index in itertools.islice(super().__iter__(), start, None):
+            self._drawn += 1
+            yield epoch, index
 
     def __len__(self) -> int:
-        return self.length
-
-
-class _SkipFirstBatches:
-    """The loader's batch sampler without the first ``loader._skip`` batches (read when iteration starts).
-
-    ``len()`` stays the whole epoch's: Lightning counts the batches it already ran itself.
-    """
-
-    def __init__(self, batches: Any, loader: "ResumableDataLoader") -> None:
-        self.batches = batches
-        self.loader = loader
-
-    def __iter__(self) -> Iterator[Any]:
-        return itertools.islice(iter(self.batches), self.loader._skip, None)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
-class ResumableDataLoader(DataLoader):
-    """A DataLoader whose position inside an epoch is checkpointed.
-
-    Lightning stores `state_dict()` (epoch and batches handed out in it) with the fit loop in every
-    checkpoint and, on resume, calls `load_state_dict()` before iterating again. The next pass over
-    *that* epoch then skips the batches already trained on, so a run killed mid-epoch continues with
-    the batch after the checkpoint instead of restarting the epoch (Lightning's behaviour for a
-    loader without state). Skipped batches are never loaded: only their sampler keys are drawn.
-
-    Iteration starts lazily (at the first ``next``), after Lightning has called ``set_epoch`` on the
-    sampler, so worker processes never prefetch keys of the wrong epoch.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._skip = 0
-        self._resume: tuple[int, int] | None = None
-        self._pass_epoch = self._sampler_epoch()
-        self._handed_out = 0
-
-    def _sampler_epoch(self) -> int:
-        return int(getattr(self.sampler, "epoch", 0))
-
-    # What DataLoader iterators draw their index batches from. Private, but the public routes lose something:
-    # a custom batch_sampler makes Lightning's DDP sampler injection replace the EpochSampler's keys, skipping in
-    # __iter__ loads the skipped batches; torchdata's StatefulDataLoader is not a dependency.
-    @property
-    def _index_sampler(self) -> Any:
-        return _SkipFirstBatches(super()._index_sampler, self)
-
-    def __iter__(self) -> Iterator[Any]:
-        return self._pass()
-
-    def _pass(self) -> Iterator[Any]:
-        epoch = self._sampler_epoch()
-        skip = 0
-        if self._resume is not None:
-            saved_epoch, done = self._resume
-            self._resume = None
-            if saved_epoch == epoch:
-                skip = done
-        self._skip, self._pass_epoch, self._handed_out = skip, epoch, skip
-        iterator = super().__iter__()
-        self._skip = 0
-        for batch in iterator:
-            self._handed_out += 1
-            yield batch
+        return self.num_samples
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self._pass_epoch, "batches": self._handed_out}
+        return {"epoch": self._pass_epoch, "batches": -(-self._drawn // self.batch_size)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._resume = (int(state["epoch"]), int(state["batches"]))
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        if batches * self.batch_size >= self.num_samples:  # the saved pass was complete: the next epoch follows
+            epoch, batches = epoch + 1, 0
+        # set now: worker processes and DDP fetch the first keys when iteration starts, before Lightning's set_epoch
+        self.epoch = epoch
+        self._resume = (epoch, batches)
 
 
 def align_loader_states(checkpoint: dict[str, Any]) -> None:
-    """Make the saved `ResumableDataLoader` position agree with the batch Lightning resumes at.
+    """Make the saved `EpochSampler` position agree with the batch Lightning resumes at.
 
-    Checkpoints written at a batch end or a validation hold the batches handed out, which is where
-    Lightning resumes. A checkpoint written from a signal handler (SLURM's SIGUSR1) can land while a
-    fetched batch is still being trained on; Lightning then resumes *at* that batch, so it must not be
-    skipped. The resume index follows Lightning's rule (`_TrainingEpochLoop.update_restart_stage`):
-    ``processed`` when only the batch-end bookkeeping was missing, else ``completed``.
+    Lightning saves the train loader's `state_dict()` (torchdata's `StatefulDataLoader`, which holds the
+    sampler's ``{"epoch", "batches"}``) under the fit loop's ``combined_loader`` and restores it on resume.
+    Checkpoints written at a batch end or a validation hold the batches handed out, which is where Lightning
+    resumes. A checkpoint written from a signal handler (SLURM's SIGUSR1) can land while a fetched batch is
+    still being trained on; Lightning then resumes *at* that batch, so it must not be skipped. The resume
+    index follows Lightning's rule (`_TrainingEpochLoop.update_restart_stage`): ``processed`` when only the
+    batch-end bookkeeping was missing, else ``completed``. When that is past the epoch's last batch, the
+    position becomes the start of the next epoch.
     """
     loops = checkpoint.get("loops", {}).get("fit_loop", {})
     states = loops.get("state_dict", {}).get("combined_loader")
-    progress = loops.get("epoch_loop.batch_progress", {}).get("current")
+    batch_progress = loops.get("epoch_loop.batch_progress", {})
+    progress = batch_progress.get("current")
     if not states or not progress:
         return
     ready, started = progress.get("ready"), progress.get("started")
@@ -290,9 +264,44 @@ def align_loader_states(checkpoint: dict[str, Any]) -> None:
     if None in (ready, started, processed, completed):
         return
     resume_at = processed if started == ready and processed == started and completed == processed - 1 else completed
-    for state in states:
-        if isinstance(state, dict) and set(state) == {"epoch", "batches"}:
+    epoch_done = bool(batch_progress.get("is_last_batch")) and resume_at >= ready
+    for state in _sampler_states(states):
+        if epoch_done:
+            state["epoch"], state["batches"] = int(state["epoch"]) + 1, 0
+        else:
             state["batches"] = min(int(state["batches"]), int(resume_at))
+
+
+def upgrade_loader_states(checkpoint: dict[str, Any]) -> None:
+    """Let a checkpoint written before the training loader was a `StatefulDataLoader` load (call before restoring).
+
+    Its loader state (``{"epoch", "batches"}`` alone) is not one torchdata can restore, so it is dropped and a
+    mid-epoch resume restarts that epoch from its first batch (what Lightning does for a loader without state).
+    """
+    states = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader")
+    for i, state in enumerate(states or []):
+        if isinstance(state, dict) and set(state) == {"epoch", "batches"}:
+            if state["batches"]:
+                warnings.warn(f"this checkpoint's training loader state {state} is in the layout written before "
+                              f"torchdata's StatefulDataLoader; epoch {state['epoch']} restarts from its first "
+                              "batch", UserWarning, stacklevel=2)
+            states[i] = {}
+
+
+def _sampler_states(tree: Any) -> Iterator[dict[str, Any]]:
+    """The `EpochSampler` states (dicts with exactly the keys ``epoch`` and ``batches``) inside loader states.
+
+    Where torchdata keeps the sampler's state inside its own (``_sampler_iter_state``, or the main snapshot with
+    worker processes) is its own layout, so it is found by shape rather than by path.
+    """
+    if isinstance(tree, dict):
+        if set(tree) == {"epoch", "batches"}:
+            yield tree
+            return
+        tree = list(tree.values())
+    if isinstance(tree, (list, tuple)):
+        for item in tree:
+            yield from _sampler_states(item)
 
 
 def eval_sampler(dataset: Dataset) -> Sampler | None:
@@ -302,18 +311,26 @@ def eval_sampler(dataset: Dataset) -> Sampler | None:
     the same number, which would count those images twice in the synced per-image PSNR/SSIM means.
     Ranks may then run one batch more or less than each other, which is safe in evaluation.
     """
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+    replicas, _ = process_group()
+    if replicas < 2:
         return None
     from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 
-    if len(dataset) < dist.get_world_size():
+    if len(dataset) < replicas:
         raise DataError(
-            f"{len(dataset)} evaluation image(s) cannot be shared by {dist.get_world_size()} processes "
+            f"{len(dataset)} evaluation image(s) cannot be shared by {replicas} processes "
             "(each needs one); add images or use fewer devices"
         )
     return UnrepeatedDistributedSampler(dataset, shuffle=False)
+
+
+def process_group() -> tuple[int, int]:
+    """``(world size, rank)`` of the initialized default process group (DDP), else ``(1, 0)``."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1, 0
+    return dist.get_world_size(), dist.get_rank()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -526,10 +543,13 @@ class RestorationDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.train_dataset()
-        self._train_sampler = EpochSampler(len(dataset), self._epoch)
-        return ResumableDataLoader(dataset, batch_size=self.batch_size, sampler=self._train_sampler,
-                                   num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                                   drop_last=False)
+        replicas, rank = process_group()
+        self._train_sampler = EpochSampler(len(dataset), self._epoch, self.batch_size, replicas, rank)
+        with warnings.catch_warnings():  # torchdata 0.11 calls torch.set_vital, deprecated in torch 2.13
+            warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
+            return StatefulDataLoader(dataset, batch_size=self.batch_size, sampler=self._train_sampler,
+                                      num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                                      drop_last=False)
 
     def _eval_loader(self, split: str) -> DataLoader:
         dataset = self.eval_dataset(split)
