@@ -22,7 +22,7 @@ from distill.metrics import RestorationMetrics
 from distill.modeling import count_parameters, run_model, save_hyperparameters_without_networks
 from distill.rate_regularizer import RateRegularizer, SpikeTaps
 from distill.tiling import restore_tiled
-from distill.warm_start import WarmStart, run_warm_start
+from distill.warm_start import TwinHint, WarmStart, run_warm_start
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -114,6 +114,8 @@ class RestorationBase(L.LightningModule):
         self.test_scores: dict[str, dict[str, float]] = {}
         self.warm_start: WarmStart | None = None  # set by subclasses that take the option
         self.warm_start_report: dict[str, Any] | None = None
+        self.twin_hint: TwinHint | None = None  # warm_start.twin_hint_weight: a plain object, not a submodule
+        self._twin_state: dict[str, Tensor] | None = None  # a resumed run's twin, rebuilt in on_fit_start
 
     # ---- what is trained and scored -------------------------------------------------------------
     @property
@@ -139,8 +141,19 @@ class RestorationBase(L.LightningModule):
 
     def on_fit_start(self) -> None:
         """Run the warm start once per run (a resumed run restores its report instead)."""
-        if self.warm_start is not None and self.warm_start_report is None:
-            self.warm_start_report = run_warm_start(self, self.warm_start)
+        if self.warm_start is None:
+            return
+        weight = self.warm_start.twin_hint_weight
+        if self.warm_start_report is None:
+            self.warm_start_report, twin = run_warm_start(self, self.warm_start)
+            self.twin_hint = TwinHint(twin, weight) if weight else None
+        elif weight:
+            if self._twin_state is None:
+                raise ConfigError(
+                    f"warm_start twin_hint_weight={weight!r}, but the checkpoint holds no warm-start twin (it was "
+                    "written with twin_hint_weight 0); resume with twin_hint_weight: 0, or start a new run"
+                )
+            self.twin_hint = TwinHint.restore(self.network, self._twin_state, weight)
 
     def configure_optimizers(self) -> Any:
         optimizer = build_from_recipe("optimizer", self.optimizer_factory, self.trainable_parameters())
@@ -166,7 +179,11 @@ class RestorationBase(L.LightningModule):
                 self.spike_taps() as taps:
             _, terms = self.compute_losses(batch)
         if taps is not None:
-            terms["rate_loss"] = self.rate_loss(taps.rates(), batch_size)
+            spikes = taps.outputs()
+            if self.rate_regularizer is not None:
+                terms["rate_loss"] = self.rate_loss({p: s.mean() for p, s in spikes.items()}, batch_size)
+            if self.twin_hint is not None:
+                terms["twin_hint"] = self.twin_hint.loss(spikes, batch["input"], batch["sigma"])
         check_finite_loss(terms, f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})")
         loss = sum(terms.values())
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
@@ -176,8 +193,8 @@ class RestorationBase(L.LightningModule):
 
     @contextmanager
     def spike_taps(self) -> Iterator[SpikeTaps | None]:
-        """The network's neurons hooked for the block when there is a rate regulariser (None when there is not)."""
-        if self.rate_regularizer is None:
+        """The network's neurons hooked for the block when a rate regulariser or the twin hint reads them (else None)."""
+        if self.rate_regularizer is None and self.twin_hint is None:
             yield None
         else:
             with SpikeTaps(self.network).attached() as taps:
@@ -251,10 +268,13 @@ class RestorationBase(L.LightningModule):
         """Store the warm-start report; refuse to overwrite a good checkpoint with non-finite weights."""
         check_finite_weights(checkpoint, f"step {self.global_step} (epoch {self.current_epoch})")
         checkpoint["warm_start"] = self.warm_start_report
+        if self.twin_hint is not None:
+            checkpoint["warm_start_twin"] = self.twin_hint.twin.state_dict()
         align_loader_states(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.warm_start_report = checkpoint.get("warm_start")
+        self._twin_state = checkpoint.get("warm_start_twin")
         upgrade_loader_states(checkpoint)
 
     def results(self) -> dict[str, Any]:

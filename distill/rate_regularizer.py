@@ -40,9 +40,13 @@ class SpikeTaps:
                 stack.enter_context(tap.attached())
             yield self
 
+    def outputs(self) -> dict[str, Tensor]:
+        """`{neuron path: output}` as captured, differentiable (the taps are emptied)."""
+        return {path: tap.take() for path, tap in self.taps.items()}
+
     def rates(self) -> dict[str, Tensor]:
         """`{neuron path: mean output}`: spikes per neuron per step, differentiable (the taps are emptied)."""
-        return {path: tap.take().mean() for path, tap in self.taps.items()}
+        return {path: out.mean() for path, out in self.outputs().items()}
 
 
 @dataclass

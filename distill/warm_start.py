@@ -42,6 +42,9 @@ class WarmStart:
         twin_hints: train the twin with the run's feature hints too (the twin has the student's module paths;
             the adapters it trains carry on into the spiking phase).
         calibrate: after the copy, shift each layer's biases until every channel fires at the twin's rate.
+        twin_hint_weight: keep the trained twin, frozen, as a second teacher for the spiking fine-tune: this weight x
+            the mean over the student's neurons of the MSE between each one's firing rate (mean over T) and the
+            twin's activation on the same batch (:class:`TwinHint`); 0 = off. The twin is stored in checkpoints.
         weight_calibration: then fit each layer's weights, first layer first, for this many Adam steps so that its
             rates match the twin's activations on the calibration patches, and the tail the twin's output
             (``students.transfer.calibrate_weights``); 0 = off.
@@ -58,6 +61,7 @@ class WarmStart:
     twin_hints: bool = False
     calibrate: bool = True
     weight_calibration: int = 0
+    twin_hint_weight: float = 0.0
     calibration_patches: int = 16
     threshold_percentile: float = 99.0
     eval_images: int = 4
@@ -75,6 +79,7 @@ class WarmStart:
         check_number("warm_start lr", self.lr, 0, above=True)
         check_number("warm_start teacher_output_weight", self.teacher_output_weight, 0)
         check_number("warm_start clean_weight", self.clean_weight, 0)
+        check_number("warm_start twin_hint_weight", self.twin_hint_weight, 0)
         check_number("warm_start threshold_percentile", self.threshold_percentile, 0, 100, above=True)
         if not (self.clean_weight or self.teacher_output_weight):
             raise ConfigError(
@@ -134,8 +139,41 @@ def _twin_loss(module: Any, twin: nn.Module, teacher: nn.Module | None, hint_set
     return loss
 
 
-def run_warm_start(module: Any, config: WarmStart) -> dict[str, Any]:
-    """Train the student's twin, copy and calibrate it into the student in place; return the phase's report."""
+class TwinHint:
+    """The warm start's trained twin, frozen, as a teacher for the spiking fine-tune (``twin_hint_weight``): its
+    activations are the rates each spiking layer should fire at, a dense per-layer target beside the clean image."""
+
+    def __init__(self, twin: nn.Module, weight: float) -> None:
+        self.twin = twin.eval().requires_grad_(False)
+        self.weight = weight
+
+    @classmethod
+    def restore(cls, student: nn.Module, state: dict[str, Tensor], weight: float) -> "TwinHint":
+        """Rebuild the twin of a resumed run from its checkpointed weights."""
+        twin = make_twin(student)
+        twin.load_state_dict(state)
+        return cls(twin.to(next(student.parameters()).device), weight)
+
+    def loss(self, spikes: dict[str, Tensor], x: Tensor, sigma: Tensor) -> Tensor:
+        """``weight`` x the mean over layers of MSE(rate, twin activation); ``spikes`` are the student's neuron
+        outputs ``[T, B, C, H, W]`` on ``x`` by path."""
+        activations = {}
+        hooks = [self.twin.get_submodule(p).register_forward_hook(
+            lambda _m, _i, out, p=p: activations.__setitem__(p, out)) for p in spikes]
+        try:
+            with torch.no_grad():
+                run_model(self.twin, x, sigma)
+        finally:
+            for h in hooks:
+                h.remove()
+        terms = [F.mse_loss(out.mean(0) if out.dim() == 5 else out, activations[p].reshape(out.shape[1:]))
+                 for p, out in spikes.items()]
+        return self.weight * torch.stack(terms).mean()
+
+
+def run_warm_start(module: Any, config: WarmStart) -> tuple[dict[str, Any], nn.Module]:
+    """Train the student's twin, copy and calibrate it into the student in place; return the phase's report and
+    the trained twin."""
     datamodule = module.trainer.datamodule
     student, device = module.network, module.device
     teacher = getattr(module, "teacher", None)
@@ -189,4 +227,4 @@ def run_warm_start(module: Any, config: WarmStart) -> dict[str, Any]:
         report["weight_calibrated_psnr"] = _val_psnr(student, datamodule, config.eval_images, device)
     # scoring the stages is reporting, like validation: only the twin, the copy and the calibration count
     report["seconds"] = round(spent, 3)
-    return report
+    return report, twin

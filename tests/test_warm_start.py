@@ -50,6 +50,62 @@ def test_weight_calibration_runs_after_the_rate_calibration_and_is_reported(tmp_
     assert isinstance(report["weight_calibrated_psnr"], float) and "calibrated_psnr" in report
 
 
+def test_twin_hint_is_the_mse_of_each_layers_rate_to_the_twins_activation():
+    import torch
+
+    from distill.warm_start import TwinHint
+    from students.transfer import make_twin, neuron_paths
+
+    torch.manual_seed(0)
+    student = SpikingDnCNN(1, 4, 4, timesteps=3, neuron="if", norm="none", init_membrane=0.5, zero_tail=False)
+    twin = make_twin(student)
+    x, sigma = torch.rand(2, 1, 12, 12), torch.zeros(2)
+    spikes, acts = {}, {}
+    for net, store in ((student, spikes), (twin, acts)):
+        hooks = [net.get_submodule(p).register_forward_hook(lambda _m, _i, o, p=p, d=store: d.__setitem__(p, o))
+                 for p in neuron_paths(net)]
+        net(x)
+        for h in hooks:
+            h.remove()
+    assert spikes["blocks.1.neuron"].shape[0] == 3  # [T, B, C, H, W]
+    by_hand = sum(float(((spikes[p].mean(0) - acts[p].reshape(spikes[p].shape[1:])) ** 2).mean()) for p in spikes)
+    hint = TwinHint(twin, 0.5)
+    assert float(hint.loss(spikes, x, sigma)) == pytest.approx(0.5 * by_hand / len(spikes), rel=1e-5)
+    assert not any(p.requires_grad for p in hint.twin.parameters()) and not hint.twin.training
+
+
+def test_twin_hint_trains_and_its_twin_survives_a_resume(tmp_path, repo_root, monkeypatch):
+    import torch
+
+    from distill.warm_start import TwinHint
+
+    monkeypatch.chdir(repo_root)
+    run = tmp_path / "run"
+    options = ["--model.init_args.warm_start.twin_steps=3", "--model.init_args.warm_start.twin_hint_weight=0.5"]
+    losses = []
+    loss = TwinHint.loss
+    monkeypatch.setattr(TwinHint, "loss", lambda self, *a: losses.append(loss(self, *a)) or losses[-1])
+    fit(run, "--trainer.max_steps=2", *options)
+    assert len(losses) == 2 and all(v.item() > 0 and v.requires_grad for v in losses)  # one term per training step
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["warm_start_twin"]
+    assert "head.neuron.threshold" in saved and "tail.weight" in saved
+    restored = []
+    original = TwinHint.restore.__func__
+
+    def spy(cls, student, state, weight):
+        restored.append({k: v.clone() for k, v in state.items()})
+        return original(cls, student, state, weight)
+
+    monkeypatch.setattr(TwinHint, "restore", classmethod(spy))
+    fit(run, "--trainer.max_steps=4", *options, "--ckpt_path=last")
+    assert len(restored) == 1 and all(torch.equal(restored[0][k], saved[k]) for k in saved)
+    with pytest.raises(ConfigError, match="holds no warm-start twin"):
+        module = RestorationModule(SpikingDnCNN(1, 4, 3, neuron="if", init_membrane=0.5),
+                                   warm_start=WarmStart(twin_steps=1, twin_hint_weight=1.0))
+        module.warm_start_report = {"twin_steps": 1}
+        module.on_fit_start()
+
+
 def test_teacher_options_need_a_teacher():
     student = SpikingDnCNN(1, 4, 3, neuron="if", init_membrane=0.5)
     RestorationModule(student, warm_start=WarmStart(twin_steps=1))  # no teacher needed
@@ -68,6 +124,7 @@ def test_a_student_that_does_not_start_at_half_threshold_is_refused(tmp_path, re
 
 @pytest.mark.parametrize("field, value", [("twin_steps", -1), ("lr", 0.0), ("teacher_output_weight", -1.0),
                                           ("clean_weight", -1.0), ("weight_calibration", -1),
+                                          ("twin_hint_weight", -0.5),
                                           ("threshold_percentile", 0.0), ("calibration_patches", 0)])
 def test_bad_options_name_the_field(field, value):
     with pytest.raises(ConfigError, match=f"{field}={value!r}"):
