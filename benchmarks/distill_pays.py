@@ -86,6 +86,9 @@ def arms(system: str) -> dict[str, list[str]]:
         "strict+wcal": [*alone, *WCAL],
         "distilled_ffdnet+wcal": ["ffdnet", *WCAL],
         "distilled_ffdnet-clean+wcal": ["ffdnet", f"--{WARM}.clean_weight=0.0", *WCAL],
+        # the trained twin as a per-layer rate target during the spiking fine-tune
+        "strict+twin_hint": [*alone, f"--{WARM}.twin_hint_weight=1.0"],
+        "distilled_ffdnet-clean+twin_hint": ["ffdnet", f"--{WARM}.clean_weight=0.0", f"--{WARM}.twin_hint_weight=1.0"],
         # strict + one teacher lever
         "strict+twin_od": [*alone, f"--{WARM}.teacher_output_weight=1.0"],
         "strict+select": [*alone, f"--{WARM}.select_from_teacher=true"],
@@ -102,7 +105,7 @@ ARMS = arms("gray")
 NO_WARM_START = {"plain"}
 #: warm-started arms whose twin steps run no teacher (none, or one used only to initialise): they get the
 #: teacher's forward passes as extra twin steps
-NO_TEACHER = {"strict", "strict+select", "strict+wcal"}
+NO_TEACHER = {"strict", "strict+select", "strict+wcal", "strict+twin_hint"}
 
 
 def arm_steps(arm: str, args: argparse.Namespace) -> tuple[int, int | None]:
