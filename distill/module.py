@@ -22,7 +22,7 @@ from distill.metrics import RestorationMetrics
 from distill.modeling import count_parameters, run_model, save_hyperparameters_without_networks
 from distill.rate_regularizer import RateRegularizer, SpikeTaps
 from distill.tiling import restore_tiled
-from distill.warm_start import TwinHint, WarmStart, run_warm_start
+from distill.warm_start import TwinHint, WarmStart, start_warm
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -140,20 +140,10 @@ class RestorationBase(L.LightningModule):
             self.rate_targets = self.rate_regularizer.targets(self.network)
 
     def on_fit_start(self) -> None:
-        """Run the warm start once per run (a resumed run restores its report instead)."""
-        if self.warm_start is None:
-            return
-        weight = self.warm_start.twin_hint_weight
-        if self.warm_start_report is None:
-            self.warm_start_report, twin = run_warm_start(self, self.warm_start)
-            self.twin_hint = TwinHint(twin, weight) if weight else None
-        elif weight:
-            if self._twin_state is None:
-                raise ConfigError(
-                    f"warm_start twin_hint_weight={weight!r}, but the checkpoint holds no warm-start twin (it was "
-                    "written with twin_hint_weight 0); resume with twin_hint_weight: 0, or start a new run"
-                )
-            self.twin_hint = TwinHint.restore(self.network, self._twin_state, weight)
+        """Run the warm start once per run (a resumed run restores its report, and its twin for the twin hint)."""
+        if self.warm_start is not None:
+            self.warm_start_report, self.twin_hint = start_warm(self, self.warm_start, self.warm_start_report,
+                                                                self._twin_state)
 
     def configure_optimizers(self) -> Any:
         optimizer = build_from_recipe("optimizer", self.optimizer_factory, self.trainable_parameters())

@@ -171,6 +171,24 @@ class TwinHint:
         return self.weight * torch.stack(terms).mean()
 
 
+def start_warm(module: Any, config: WarmStart, report: dict[str, Any] | None,
+               saved_twin: dict[str, Tensor] | None) -> tuple[dict[str, Any], TwinHint | None]:
+    """The fit's warm start: run it when ``report`` is None (a new run), else keep the resumed run's report; and the
+    twin hint, from the new twin or the resumed run's checkpointed one (``saved_twin``)."""
+    weight = config.twin_hint_weight
+    if report is None:
+        report, twin = run_warm_start(module, config)
+        return report, TwinHint(twin, weight) if weight else None
+    if not weight:
+        return report, None
+    if saved_twin is None:
+        raise ConfigError(
+            f"warm_start twin_hint_weight={weight!r}, but the checkpoint holds no warm-start twin (it was written "
+            "with twin_hint_weight 0); resume with twin_hint_weight: 0, or start a new run"
+        )
+    return report, TwinHint.restore(module.network, saved_twin, weight)
+
+
 def run_warm_start(module: Any, config: WarmStart) -> tuple[dict[str, Any], nn.Module]:
     """Train the student's twin, copy and calibrate it into the student in place; return the phase's report and
     the trained twin."""

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-import distill.module
+import distill.warm_start
 from distill.cli import main
 from distill.errors import ConfigError
 from distill.module import RestorationModule
@@ -32,7 +32,7 @@ def test_warm_start_runs_once_counts_its_time_and_survives_a_resume(tmp_path, re
     def refuse(*_args):
         raise AssertionError("a resumed run must not train its twin again")
 
-    monkeypatch.setattr(distill.module, "run_warm_start", refuse)
+    monkeypatch.setattr(distill.warm_start, "run_warm_start", refuse)
     fit(run, "--trainer.max_steps=4", "--model.init_args.warm_start.twin_steps=6", "--ckpt_path=last")
     resumed = json.loads((run / "results.json").read_text())
     assert resumed["run"]["global_step"] == 4 and resumed["warm_start"] == report
