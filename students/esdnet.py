@@ -63,9 +63,13 @@ def _conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> TimeDistributed:
 
 
 class SpikingResidualBlock(nn.Module):
-    """LIF -> conv -> tdBN -> LIF -> conv -> tdBN, plus conv -> tdBN shortcut, attention, + input."""
+    """LIF -> conv -> tdBN -> LIF -> conv -> tdBN, plus conv -> tdBN shortcut, attention, + input.
 
-    def __init__(self, dim: int, make_neuron, v_th: float, reduction_c: int = 16):
+    The paper's shortcut conv reads the block's analog input ``x`` (a real-valued multiply at each of the T steps);
+    with ``spiking_shortcut`` it reads the spikes of the block's first LIF instead, as the residual path does.
+    """
+
+    def __init__(self, dim: int, make_neuron, v_th: float, reduction_c: int = 16, spiking_shortcut: bool = False):
         super().__init__()
         self.residual = nn.Sequential(
             make_neuron(), _conv(dim, dim), _tdbn(dim, v_th),
@@ -73,9 +77,13 @@ class SpikingResidualBlock(nn.Module):
         )
         self.shortcut = nn.Sequential(_conv(dim, dim), _tdbn(dim, v_th))
         self.attention = MultiDimensionalAttention(dim, reduction_c=reduction_c)
+        self.spiking_shortcut = bool(spiking_shortcut)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.attention(self.residual(x) + self.shortcut(x)) + x
+        if not self.spiking_shortcut:
+            return self.attention(self.residual(x) + self.shortcut(x)) + x
+        spikes = self.residual[0](x)
+        return self.attention(self.residual[1:](spikes) + self.shortcut(spikes)) + x
 
 
 class _Down(nn.Sequential):
@@ -110,6 +118,9 @@ class ESDNet(SpikingRestorer):
         beta: LIF membrane decay (0.5 here).
         reset_mechanism: ``"zero"`` here, or ``"subtract"``.
         reduction_c: channel-attention reduction.
+        spiking_shortcut: each block's shortcut conv reads the spikes of its first LIF, not the analog block input
+            (False, the paper's design: that conv then multiplies real values at every time step, which is most of
+            the network's energy under the 45 nm accounting; BENCHMARKS.md section 6).
         checkpoint_segments: must be None (temporal attention needs all steps at once).
         **spiking: the other shared options of :class:`students.base.SpikingRestorer` (T, neuron, coding, ...).
     """
@@ -125,6 +136,7 @@ class ESDNet(SpikingRestorer):
         beta: float = 0.5,
         reset_mechanism: str = "zero",
         reduction_c: int = 16,
+        spiking_shortcut: bool = False,
         checkpoint_segments: int | None = None,
         **spiking: Any,
     ):
@@ -151,7 +163,8 @@ class ESDNet(SpikingRestorer):
         make_neuron, v_th = self.make_neuron, float(threshold)
 
         def stack(d, n):
-            return nn.Sequential(*[SpikingResidualBlock(d, make_neuron, v_th, reduction_c) for _ in range(n)])
+            return nn.Sequential(*[SpikingResidualBlock(d, make_neuron, v_th, reduction_c, spiking_shortcut)
+                                   for _ in range(n)])
 
         self.embed = self.input_layer(nn.Conv2d(in_channels, dim, 3, padding=1, bias=False))
         self.encoder = nn.ModuleList([stack(dim, enc[0]), stack(2 * dim, enc[1]), stack(4 * dim, enc[2])])

@@ -86,13 +86,14 @@ class ESDNetTwin(ESDNet):
         decoder_blocks: Sequence[int] | None = None,
         preset: str | None = None,
         reduction_c: int = 16,
+        spiking_shortcut: bool = False,
         residual: bool = True,
         zero_tail: bool = False,
         checkpoint: str | None = None,
     ):
         super().__init__(
             in_channels, dim, encoder_blocks, decoder_blocks, preset, timesteps=1, neuron="relu",
-            reduction_c=reduction_c, residual=residual, zero_tail=zero_tail,
+            reduction_c=reduction_c, spiking_shortcut=spiking_shortcut, residual=residual, zero_tail=zero_tail,
         )
         _load(self, checkpoint)
 

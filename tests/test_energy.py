@@ -460,3 +460,29 @@ def test_energy_formula_report_outputs_and_comparison(tmp_path):
     assert "== Teacher ==" in text and "== Student ==" in text and f"{ratio:.3g}x" in text
     zero = EnergyReport(rows=[], macs=0, acs=0, neuron_updates=0, energy_pj=0.0, constants=consts)
     assert math.isinf(energy_ratio(teacher, zero))
+
+
+def test_esdnet_spiking_shortcut_turns_its_analog_shortcut_convs_into_spike_convs():
+    """ESDNet's paper shortcut conv multiplies the analog block input at every step (MACs); with spiking_shortcut it
+    reads the block's first LIF spikes, so it is charged as ACs at that layer's input rate, and the input equals
+    the residual path's first conv's input."""
+    from students.esdnet import ESDNet
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 32, 32)
+    paper, spiking = (ESDNet(preset="tiny", spiking_shortcut=flag, zero_tail=False) for flag in (False, True))
+    spiking.load_state_dict(paper.state_dict())  # the same weights: only the shortcut's input differs
+    reports = {name: measure_energy(net, x, FP32) for name, net in (("paper", paper), ("spiking", spiking))}
+    for block in ("encoder.0.0", "decoder.2.0"):
+        path = f"{block}.shortcut.0.layer"
+        analog, spiked = _row(reports["paper"], path), _row(reports["spiking"], path)
+        assert analog.kind == "analog" and analog.acs == 0 and analog.macs > 0
+        residual_conv = _row(reports["spiking"], f"{block}.residual.1.layer")
+        # the same dense operations, now gated by spikes (a time-broadcast analog input is charged for one step)
+        per_step = analog.macs // (4 if len(analog.output_shape) == 4 else 1)
+        assert spiked.kind == "spike" and spiked.macs == 4 * per_step
+        assert spiked.acs == pytest.approx(spiked.input_rate * spiked.macs)
+        assert spiked.input_rate == pytest.approx(residual_conv.input_rate)  # the same spikes feed both convs
+        assert spiked.acs == pytest.approx(residual_conv.acs)
+    assert reports["spiking"].energy_pj < 0.5 * reports["paper"].energy_pj
+    assert not torch.equal(paper(x), spiking(x))
