@@ -40,7 +40,7 @@ def test_help_lists_every_command(capsys):
 
 
 NO_TRAINING = [["--help"], ["leaderboard", "{runs}"], ["leaderboard", "--help"], ["sweep", "--help"],
-               ["plot", "--help"], ["export", "--help"]]
+               ["plot", "--help"], ["export", "--help"], ["data", "--help"]]
 if importlib.util.find_spec("sweeps") is not None:  # wandb's sweep engine expands the plan
     NO_TRAINING.append(["sweep", "recipes/sweeps/quickstart_grid.yaml", "--dry-run"])
 
