@@ -70,3 +70,40 @@ def test_two_process_ddp_fit_matches_single_process(tmp_path, capsys):
     assert {p.name for p in ddp_dir.iterdir()} == {p.name for p in single_dir.iterdir()}
     assert not [p for p in ddp_dir.rglob(".*") if p.is_file()]
     assert (ddp_dir / "checkpoints" / "last.ckpt").exists()
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="this torch build has no gloo backend")
+@pytest.mark.slow  # two `spikedistill fit` subprocesses
+def test_a_faked_two_task_slurm_job_trains_once_and_only_rank_0_writes(tmp_path):
+    """Two processes with the variables `srun --ntasks=2` sets (ranks 0 and 1 on one node) form one DDP group:
+    Lightning's SLURM environment, not a second separate fit on rank 1, which is what happened before
+    --gpus/--nodes reached the trainer."""
+    import socket
+
+    recipe = tiny_recipe(tmp_path)
+    run = tmp_path / "run"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    slurm = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1", "SLURM_NODEID": "0",
+             "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "spikedistill", "SLURM_NODELIST": "127.0.0.1",
+             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+    args = ["fit", "--config", QUICKSTART, "--config", str(recipe), "--model.init_args.student.init_args.norm=none",
+            "--trainer.devices=2", "--trainer.num_nodes=1", "--trainer.strategy=ddp", "--trainer.accelerator=cpu",
+            "--data.init_args.batch_size=4", f"--trainer.default_root_dir={run}"]
+    logs = [tmp_path / f"rank{rank}.log" for rank in (0, 1)]
+    procs = [spikedistill(*args, log=logs[rank], SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank), **slurm)
+             for rank in (0, 1)]
+    try:
+        for proc, log in zip(procs, logs):
+            wait(proc, log, timeout=400)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    rank0, rank1 = (log.read_text() for log in logs)
+    assert rank0.count("results: ") == 1 and "results: " not in rank1
+    results = json.loads((run / "results.json").read_text())
+    assert results["run"]["world_size"] == 2 and results["run"]["global_step"] == 15
+    assert not list(run.glob("*/version_1"))  # rank 1 opened no logger run of its own
