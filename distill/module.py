@@ -173,7 +173,7 @@ class RestorationBase(L.LightningModule):
             if self.rate_regularizer is not None:
                 terms["rate_loss"] = self.rate_loss({p: s.mean() for p, s in spikes.items()}, batch_size)
             if self.twin_hint is not None:
-                terms["twin_hint"] = self.twin_hint.loss(spikes, batch["input"], batch["sigma"])
+                terms["twin_hint"] = self.twin_hint.loss(spikes, batch["input"])
         check_finite_loss(terms, f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})")
         loss = sum(terms.values())
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)

@@ -18,8 +18,8 @@ from spikedistill_core.checks import check_int, check_number
 from distill.errors import ConfigError
 from distill.modeling import run_model
 from students.transfer import (
-    calibrate_rates, calibrate_weights, channel_rates, copy_twin, init_thresholds, make_twin, neuron_paths,
-    select_from_dncnn,
+    calibrate_rates, calibrate_weights, channel_rates, copy_twin, init_thresholds, layer_outputs, make_twin,
+    neuron_paths, select_from_dncnn,
 )
 
 #: the twin's crops come from epochs far past any fit's, so the spiking phase sees the same crops in every arm
@@ -154,20 +154,12 @@ class TwinHint:
         twin.load_state_dict(state)
         return cls(twin.to(next(student.parameters()).device), weight)
 
-    def loss(self, spikes: dict[str, Tensor], x: Tensor, sigma: Tensor) -> Tensor:
+    def loss(self, spikes: dict[str, Tensor], x: Tensor) -> Tensor:
         """``weight`` x the mean over layers of MSE(rate, twin activation); ``spikes`` are the student's neuron
         outputs ``[T, B, C, H, W]`` on ``x`` by path."""
-        activations = {}
-        hooks = [self.twin.get_submodule(p).register_forward_hook(
-            lambda _m, _i, out, p=p: activations.__setitem__(p, out)) for p in spikes]
-        try:
-            with torch.no_grad():
-                run_model(self.twin, x, sigma)
-        finally:
-            for h in hooks:
-                h.remove()
-        terms = [F.mse_loss(out.mean(0) if out.dim() == 5 else out, activations[p].reshape(out.shape[1:]))
-                 for p, out in spikes.items()]
+        with torch.no_grad():
+            activations, _ = layer_outputs(self.twin, x, list(spikes))
+        terms = [F.mse_loss(out.mean(0), activations[p].reshape(out.shape[1:])) for p, out in spikes.items()]
         return self.weight * torch.stack(terms).mean()
 
 

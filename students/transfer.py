@@ -31,7 +31,7 @@ from .neurons import QCFS, SpikingNeuron
 
 __all__ = [
     "make_twin", "init_thresholds", "copy_twin", "neuron_paths", "channel_rates", "calibrate_rates",
-    "calibrate_weights", "select_from_dncnn",
+    "calibrate_weights", "layer_outputs", "select_from_dncnn",
 ]
 
 
@@ -185,8 +185,9 @@ def calibrate_rates(
     return errors
 
 
-def _outputs(model: nn.Module, x: Tensor, paths: list[str]) -> tuple[dict[str, Tensor], Tensor]:
-    """Each neuron's output on ``x`` as a per-step mean ``[B, C, H, W]``, and the model's output."""
+def layer_outputs(model: nn.Module, x: Tensor, paths: list[str]) -> tuple[dict[str, Tensor], Tensor]:
+    """Each module in ``paths`` (a neuron or a twin's activation): its output on ``x`` as a per-step mean
+    ``[B, C, H, W]``; and the model's output."""
     seen: dict[str, Tensor] = {}
     hooks = [model.get_submodule(p).register_forward_hook(
         lambda _m, _i, out, p=p: seen.__setitem__(p, out.mean(0) if out.dim() == 5 else out)) for p in paths]
@@ -231,7 +232,7 @@ def calibrate_weights(student: nn.Module, twin: nn.Module, x: Tensor, iterations
     errors: dict[str, float] = {}
     try:
         with torch.no_grad():
-            targets, twin_out = _outputs(twin, x, neuron_paths(twin))
+            targets, twin_out = layer_outputs(twin, x, neuron_paths(twin))
         for path in paths:
             parent_path, _, leaf = path.rpartition(".")
             parent = student.get_submodule(parent_path) if parent_path else student

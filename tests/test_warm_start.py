@@ -59,7 +59,7 @@ def test_twin_hint_is_the_mse_of_each_layers_rate_to_the_twins_activation():
     torch.manual_seed(0)
     student = SpikingDnCNN(1, 4, 4, timesteps=3, neuron="if", norm="none", init_membrane=0.5, zero_tail=False)
     twin = make_twin(student)
-    x, sigma = torch.rand(2, 1, 12, 12), torch.zeros(2)
+    x = torch.rand(2, 1, 12, 12)
     spikes, acts = {}, {}
     for net, store in ((student, spikes), (twin, acts)):
         hooks = [net.get_submodule(p).register_forward_hook(lambda _m, _i, o, p=p, d=store: d.__setitem__(p, o))
@@ -70,7 +70,7 @@ def test_twin_hint_is_the_mse_of_each_layers_rate_to_the_twins_activation():
     assert spikes["blocks.1.neuron"].shape[0] == 3  # [T, B, C, H, W]
     by_hand = sum(float(((spikes[p].mean(0) - acts[p].reshape(spikes[p].shape[1:])) ** 2).mean()) for p in spikes)
     hint = TwinHint(twin, 0.5)
-    assert float(hint.loss(spikes, x, sigma)) == pytest.approx(0.5 * by_hand / len(spikes), rel=1e-5)
+    assert float(hint.loss(spikes, x)) == pytest.approx(0.5 * by_hand / len(spikes), rel=1e-5)
     assert not any(p.requires_grad for p in hint.twin.parameters()) and not hint.twin.training
 
 
