@@ -68,6 +68,11 @@ def ffdnet_teacher(preset: str) -> list[str]:
             f"--{WARM}.twin_hints=false"]
 
 
+def ft_od(weight: float) -> list[str]:
+    """Overrides adding the teacher's output as an L1 target of the spiking fine-tune, at `weight`."""
+    return [f"--model.init_args.output_distillation={{weight: {weight}, loss: l1}}"]
+
+
 WCAL = [f"--{WARM}.weight_calibration=30", f"--{WARM}.calibration_patches=32"]
 
 
@@ -89,6 +94,10 @@ def arms(system: str) -> dict[str, list[str]]:
         # the trained twin as a per-layer rate target during the spiking fine-tune
         "strict+twin_hint": [*alone, f"--{WARM}.twin_hint_weight=1.0"],
         "distilled_ffdnet-clean+twin_hint": ["ffdnet", f"--{WARM}.clean_weight=0.0", f"--{WARM}.twin_hint_weight=1.0"],
+        # the best teacher-free recipe, plus the published teacher's output as a second target in the spiking
+        # fine-tune only (its twin trains without the teacher, so it gets the strict twin steps)
+        "strict+twin_hint+ft_od": ["ffdnet", *alone, f"--{WARM}.twin_hint_weight=1.0", *ft_od(1.0)],
+        "strict+twin_hint+ft_od3": ["ffdnet", *alone, f"--{WARM}.twin_hint_weight=1.0", *ft_od(3.0)],
         # strict + one teacher lever
         "strict+twin_od": [*alone, f"--{WARM}.teacher_output_weight=1.0"],
         "strict+select": [*alone, f"--{WARM}.select_from_teacher=true"],
@@ -101,11 +110,15 @@ def arms(system: str) -> dict[str, list[str]]:
 
 
 ARMS = arms("gray")
+#: the controls, weakest first: each arm is compared with every control (a control only with weaker ones);
+#: strict+twin_hint is the best teacher-free recipe measured
+CONTROLS = ("plain", "strict", "strict+twin_hint")
 #: arms whose warm start is off get its time as extra spiking steps
 NO_WARM_START = {"plain"}
 #: warm-started arms whose twin steps run no teacher (none, or one used only to initialise): they get the
 #: teacher's forward passes as extra twin steps
-NO_TEACHER = {"strict", "strict+select", "strict+wcal", "strict+twin_hint"}
+NO_TEACHER = {"strict", "strict+select", "strict+wcal", "strict+twin_hint", "strict+twin_hint+ft_od",
+              "strict+twin_hint+ft_od3"}
 
 
 def arm_steps(arm: str, args: argparse.Namespace) -> tuple[int, int | None]:
@@ -222,8 +235,8 @@ def summarise(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         table.append([arm, len(mine), f"{mean('anchor_psnr'):.2f}", f"{mean('psnr'):.2f}", f"{mean('seconds'):.0f}",
                       "" if copy_loss is None else f"{copy_loss:.2f}"])
     lines += [md_table(["arm", "seeds", "anchor PSNR (dB)", "val-crop PSNR (dB)", "train s", "twin - copy (dB)"], table), ""]
-    pairs = [(arm, control) for arm in arms_here for control in ("strict", "plain")
-             if arm != control and not (arm == "plain" and control == "strict")]
+    pairs = [(arm, control) for arm in arms_here for control in CONTROLS
+             if arm not in CONTROLS or CONTROLS.index(control) < CONTROLS.index(arm)]
     deltas = []
     for arm, control in pairs:
         d = paired(rows, arm, control)
