@@ -39,8 +39,8 @@ class ResultsSection(Callback):
 
 class EnergyMonitor(ResultsSection):
     """Per-layer energy of the module's `energy_models()` and the firing rates of its network, on the first
-    validation/test image, after each validation (logged as `energy/*` and `firing/*`) and test; `energy_<role>.csv`
-    are written at the end of testing."""
+    validation/test image, after each validation (logged as `energy/*` and `firing/*`, beside the parameter counts
+    as `params/*`) and test; `energy_<role>.csv` are written at the end of testing."""
 
     def __init__(self) -> None:
         self.reports: dict[str, EnergyReport] = {}
@@ -98,6 +98,7 @@ class EnergyMonitor(ResultsSection):
         self._measure_evaluated(trainer, pl_module)
         logged = {f"energy/{k}": v for k, v in self.summary().items()}
         logged.update({f"firing/{layer}": rate for layer, rate in self.firing_rates.items()})
+        logged.update({f"params/{role}": count for role, count in pl_module.parameter_counts().items()})
         for name, value in logged.items():
             if value is not None:
                 pl_module.log(name, float(value), sync_dist=True)

@@ -237,11 +237,13 @@ class DistillationModule(RestorationBase):
             for history, stats in zip(self.hint_history, self.hint_gradient_stats(self._last_train_batch)):
                 history.append({"step": self.global_step, **stats})
             self._last_train_batch = None
+            for name, value in self.hint_summary().items():
+                self.log(name, value, sync_dist=True)
         super().on_validation_epoch_end()
 
-    def validation_summary(self) -> dict[str, float]:
-        """The base summary plus `hints/{i}/grad_ratio` and `hints/{i}/grad_cosine` of the latest measurement."""
-        summary = super().validation_summary()
+    def hint_summary(self) -> dict[str, float]:
+        """`hints/{i}/grad_ratio` and `hints/{i}/grad_cosine` of the latest measurement (logged at each validation)."""
+        summary = {}
         for i, history in enumerate(self.hint_history):
             if history:
                 summary[f"hints/{i}/grad_ratio"] = history[-1]["grad_ratio"]

@@ -622,10 +622,12 @@ def _batches(x) -> list[torch.Tensor]:
 
 
 def _counter_mapping(rec: _Recorder) -> dict:
-    """FlopCounterMode formulas that see the real tensors (``_get_raw``) and feed `rec`.
+    """FlopCounterMode formulas that see the real tensors and feed `rec` (spike counts need the values).
 
-    ``_get_raw`` is the flag torch's public ``register_flop_formula(get_raw=True)`` sets; that function only
-    registers into the global table (once per op), so a per-measurement mapping sets the flag itself.
+    FlopCounterMode hands a ``custom_mapping`` formula tensor shapes only, unless the formula carries ``_get_raw``,
+    the attribute its constructor checks. torch 2.13 has no public way to mark a per-measurement formula raw
+    (``register_flop_formula`` writes the global table, once per op), so the flag is set here; a test fails if a
+    torch upgrade stops honouring it.
     """
     from torch.utils import flop_counter as fc  # noqa: PLC0415
 

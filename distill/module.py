@@ -20,9 +20,10 @@ from distill.errors import ConfigError, TrainingError
 from distill.losses import RestorationLoss
 from distill.metrics import RestorationMetrics
 from distill.modeling import count_parameters, run_model, save_hyperparameters_without_networks
-from distill.rate_regularizer import RateRegularizer, SpikeTaps
+from distill.rate_regularizer import RateRegularizer
+from distill.spike_losses import SpikeLosses
 from distill.tiling import restore_tiled
-from distill.warm_start import TwinHint, WarmStart, start_warm
+from distill.warm_start import TwinHint, WarmStart, save_warm_start, saved_warm_start, start_warm
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -89,17 +90,10 @@ class RestorationBase(L.LightningModule):
     #: (tile size, overlap) of predict_step, set by the prediction writer (distill.prediction.PNGWriter)
     predict_tiles: tuple[int, int] | None = None
 
-    def __init__(
-        self,
-        restoration_loss: RestorationLoss | None,
-        optimizer: OptimizerCallable,
-        scheduler: LRSchedulerCallable | None,
-        y_channel: bool,
-        crop_border: int,
-        convergence: ConvergenceTargets | None,
-        energy: str | dict[str, float],
-        rate_regularizer: RateRegularizer | None,
-    ) -> None:
+    def __init__(self, restoration_loss: RestorationLoss | None, optimizer: OptimizerCallable,
+                 scheduler: LRSchedulerCallable | None, y_channel: bool, crop_border: int,
+                 convergence: ConvergenceTargets | None, energy: str | dict[str, float],
+                 rate_regularizer: RateRegularizer | None) -> None:
         super().__init__()
         self.restoration_loss = restoration_loss or RestorationLoss()
         self.rate_regularizer = rate_regularizer
@@ -165,36 +159,18 @@ class RestorationBase(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         advice = "lower data.init_args.batch_size or patch_size, or the student's timesteps or features"
         batch_size = batch["input"].shape[0]
+        spike_losses = SpikeLosses(self.network, self.rate_regularizer, self.rate_targets, self.twin_hint)
         with out_of_memory_as_error(f"training step {self.global_step}", batch, self.network, advice), \
-                self.spike_taps() as taps:
+                spike_losses.tapped():
             _, terms = self.compute_losses(batch)
-        if taps is not None:
-            spikes = taps.outputs()
-            if self.rate_regularizer is not None:
-                terms["rate_loss"] = self.rate_loss({p: s.mean() for p, s in spikes.items()}, batch_size)
-            if self.twin_hint is not None:
-                terms["twin_hint"] = self.twin_hint.loss(spikes, batch["input"])
+        terms.update(spike_losses.terms(batch["input"], self.global_step,
+                                        lambda name, value: self.log(name, value, batch_size=batch_size)))
         check_finite_loss(terms, f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})")
         loss = sum(terms.values())
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         for name, value in terms.items():
             self.log(f"train/{name}", value, batch_size=batch_size)
         return loss
-
-    @contextmanager
-    def spike_taps(self) -> Iterator[SpikeTaps | None]:
-        """The network's neurons hooked for the block when a rate regulariser or the twin hint reads them (else None)."""
-        if self.rate_regularizer is None and self.twin_hint is None:
-            yield None
-        else:
-            with SpikeTaps(self.network).attached() as taps:
-                yield taps
-
-    def rate_loss(self, rates: dict[str, Tensor], batch_size: int) -> Tensor:
-        """The rate regulariser's penalty on the step's layer `rates`; each rate is logged as `train/rate/<layer>`."""
-        for layer, rate in rates.items():
-            self.log(f"train/rate/{layer}", rate.detach(), batch_size=batch_size)
-        return self.rate_regularizer.loss(rates, self.rate_targets, self.global_step)
 
     # ---- evaluation -------------------------------------------------------------------------------
     def evaluation_outputs(self, batch: dict[str, Any]) -> dict[str, Tensor]:
@@ -241,14 +217,6 @@ class RestorationBase(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         scores = self.val_scores = self._collect_scores("val")
         self.log("val/psnr", scores[self.network_role]["psnr"], prog_bar=True, sync_dist=True)
-        if not self.trainer.sanity_checking:
-            for name, value in self.validation_summary().items():
-                self.log(name, float(value), sync_dist=True)
-
-    def validation_summary(self) -> dict[str, float]:
-        """What each validation logs besides the scores: the parameter counts (and ratio, with a teacher).
-        Energy, firing rates and convergence are logged by their callbacks."""
-        return {f"params/{k}": v for k, v in self.parameter_counts().items()}
 
     def on_test_epoch_end(self) -> None:
         self.test_scores = self._collect_scores("test")
@@ -257,14 +225,11 @@ class RestorationBase(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the warm-start report; refuse to overwrite a good checkpoint with non-finite weights."""
         check_finite_weights(checkpoint, f"step {self.global_step} (epoch {self.current_epoch})")
-        checkpoint["warm_start"] = self.warm_start_report
-        if self.twin_hint is not None:
-            checkpoint["warm_start_twin"] = self.twin_hint.twin.state_dict()
+        save_warm_start(checkpoint, self.warm_start_report, self.twin_hint)
         align_loader_states(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.warm_start_report = checkpoint.get("warm_start")
-        self._twin_state = checkpoint.get("warm_start_twin")
+        self.warm_start_report, self._twin_state = saved_warm_start(checkpoint)
         upgrade_loader_states(checkpoint)
 
     def results(self) -> dict[str, Any]:

@@ -181,6 +181,18 @@ def start_warm(module: Any, config: WarmStart, report: dict[str, Any] | None,
     return report, TwinHint.restore(module.network, saved_twin, weight)
 
 
+def save_warm_start(checkpoint: dict[str, Any], report: dict[str, Any] | None, twin_hint: TwinHint | None) -> None:
+    """Store the warm-start report, and the twin hint's twin, in a fit checkpoint."""
+    checkpoint["warm_start"] = report
+    if twin_hint is not None:
+        checkpoint["warm_start_twin"] = twin_hint.twin.state_dict()
+
+
+def saved_warm_start(checkpoint: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Tensor] | None]:
+    """(warm-start report, twin weights) of a fit checkpoint; None for what it does not hold."""
+    return checkpoint.get("warm_start"), checkpoint.get("warm_start_twin")
+
+
 def run_warm_start(module: Any, config: WarmStart) -> tuple[dict[str, Any], nn.Module]:
     """Train the student's twin, copy and calibrate it into the student in place; return the phase's report and
     the trained twin."""

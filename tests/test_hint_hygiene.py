@@ -254,7 +254,7 @@ def test_each_validation_records_hint_diagnostics_and_results_record_new_fields(
         assert [h["step"] for h in d["history"]] == [2, 4]  # after each training stretch, none at sanity check
         assert d["grad_ratio"] == d["history"][-1]["grad_ratio"] > 0 and -1 <= d["grad_cosine"] <= 1
     assert all(h["grad_ratio"] <= 0.5 + 1e-6 for h in diagnostics[0]["history"])
-    summary = module.validation_summary()
+    summary = module.hint_summary()
     assert summary["hints/1/grad_ratio"] == diagnostics[1]["grad_ratio"] and "hints/0/grad_cosine" in summary
     recorded = results["hints"][0]
     assert (recorded["normalize"], recorded["log_distance"], recorded["max_grad_ratio"],
