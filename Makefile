@@ -28,7 +28,7 @@ quickstart: install
 
 # pytest exits 5 when it collects no tests; that is not a failure of the suite.
 test: install
-	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	$(PY) -m pytest -q -p no:cacheprovider -n auto; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 clean:
 	rm -rf runs lightning_logs wandb .pytest_cache

@@ -7,6 +7,11 @@ import torch
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+# Under pytest-xdist (`make test` runs `-n auto`), the workers share the cores: each gets its share of intra-op
+# threads instead of all of them, so that two workers on two cores do not oversubscribe.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
