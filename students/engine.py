@@ -28,6 +28,8 @@ the potential that is compared with the threshold, before the reset that the spi
 from __future__ import annotations
 
 import contextlib
+import os
+import warnings
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -317,6 +319,42 @@ def _multithreshold_slope(z: Tensor, levels: Sequence[float], surrogate: Surroga
     return g.mul_(1.0 / len(levels))
 
 
+#: the multi-threshold backward's elementwise work on at least this many elements runs as one kernel compiled by
+#: ``torch.compile`` (its first compile costs seconds once per process, then it is ~8x faster than eager); smaller
+#: tensors, as in tests and tiny students, run eagerly
+COMPILE_MIN_NUMEL = 1 << 17
+_compiled: dict[tuple[Surrogate, tuple[float, ...]], Callable[[Tensor], tuple[Tensor, Tensor]]] = {}
+_compile_enabled = os.environ.get("SPIKEDISTILL_COMPILE", "1") != "0"
+
+
+def set_compiled_backward(enabled: bool) -> None:
+    """Turn the compiled multi-threshold backward on or off (env ``SPIKEDISTILL_COMPILE=0`` starts with it off)."""
+    global _compile_enabled
+    _compile_enabled = bool(enabled)
+
+
+def _slope_and_level(z: Tensor, levels: tuple[float, ...], surrogate: Surrogate,
+                     need_level: bool) -> tuple[Tensor, Tensor | None]:
+    """(surrogate slope g, quantised level Q) of the normalised membrane ``z``: one compiled kernel on large tensors
+    (which computes Q too), else eager ops (Q only when ``need_level``); eager also where compiling fails, with a
+    warning."""
+    global _compile_enabled
+    if _compile_enabled and z.numel() >= COMPILE_MIN_NUMEL:
+        key = (surrogate, levels)
+        if key not in _compiled:
+            _compiled[key] = torch.compile(
+                lambda x: (_multithreshold_slope(x, levels, surrogate), multithreshold_quantize(x, levels)),
+                dynamic=True, fullgraph=True)
+        try:
+            return _compiled[key](z)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: the eager ops compute the same values
+            _compile_enabled = False
+            warnings.warn(f"the compiled multi-threshold backward failed ({type(exc).__name__}: "
+                          f"{str(exc)[:200]}); using eager ops from now on (set SPIKEDISTILL_COMPILE=0 to skip "
+                          "the attempt)", RuntimeWarning, stacklevel=2)
+    return _multithreshold_slope(z, levels, surrogate), multithreshold_quantize(z, levels) if need_level else None
+
+
 class _MultiThresholdRecurrence(torch.autograd.Function):
     """Multi-threshold IF over all T:
 
@@ -361,10 +399,10 @@ class _MultiThresholdRecurrence(torch.autograd.Function):
         T = U.shape[0]
         Z = U * (1.0 / th)
         direct_th = None
+        q = None
         if gO is not None:
-            g = _multithreshold_slope(Z, levels, ctx.surrogate)
+            g, q = _slope_and_level(Z, levels, ctx.surrogate, need_th)
             if need_th:
-                q = multithreshold_quantize(Z, levels)
                 direct_th = (gO * (q - Z * g)).sum()
             A = g.mul_(gO)
             if gU is not None:
@@ -379,7 +417,8 @@ class _MultiThresholdRecurrence(torch.autograd.Function):
         if need_th:
             total = direct_th if direct_th is not None else dU.new_zeros(())
             if T > 1:
-                total = total - (dU[1:] * multithreshold_quantize(Z[:-1], levels)).sum()
+                earlier = q[:-1] if q is not None else multithreshold_quantize(Z[:-1], levels)
+                total = total - (dU[1:] * earlier).sum()
             if u0 is not None:
                 total = total - (dU[0] * multithreshold_quantize(u0 * (1.0 / th), levels)).sum()
             d_th = total.reshape(ctx.th_shape).to(ctx.th_dtype)

@@ -6,6 +6,9 @@ import torch
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
+# The multi-threshold backward's compiled kernel costs seconds to compile in every process; the suite's tensors
+# are small, so it runs the eager ops it equals, and tests/test_neurons.py checks the compiled kernel itself.
+os.environ.setdefault("SPIKEDISTILL_COMPILE", "0")
 
 # Under pytest-xdist (`make test` runs `-n auto`), the workers share the cores: each gets its share of intra-op
 # threads instead of all of them, so that two workers on two cores do not oversubscribe.

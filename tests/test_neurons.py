@@ -8,6 +8,7 @@ import snntorch.surrogate as sg
 import torch
 
 from distill.errors import ConfigError
+from students import engine
 from students.engine import multithreshold_quantize
 from students.neurons import IF, LIF, MultiThresholdIF, build_neuron
 from students.probes import (
@@ -186,6 +187,36 @@ class _MTStep(torch.autograd.Function):
 
 
 def test_multithreshold_gradients_match_per_step_reference():
+    assert_multithreshold_matches_reference()
+
+
+@pytest.mark.slow
+def test_compiled_multithreshold_backward_matches_per_step_reference(monkeypatch):
+    """The torch.compile'd backward kernel (large tensors) gives the reference's gradients."""
+    monkeypatch.setattr(engine, "COMPILE_MIN_NUMEL", 0)
+    monkeypatch.setattr(engine, "_compiled", {})
+    monkeypatch.setattr(engine, "_compile_enabled", True)
+    assert_multithreshold_matches_reference()
+    assert list(engine._compiled) == [(ATan(), engine.DEFAULT_LEVELS)] and engine._compile_enabled
+
+
+def test_failed_compile_falls_back_to_eager_with_a_warning(monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def run(x):
+            raise RuntimeError("no C++ compiler")
+        return run
+
+    monkeypatch.setattr(engine, "COMPILE_MIN_NUMEL", 0)
+    monkeypatch.setattr(engine, "_compiled", {})
+    monkeypatch.setattr(engine, "_compile_enabled", True)
+    monkeypatch.setattr(engine.torch, "compile", broken_compile)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
+        assert_multithreshold_matches_reference()
+    assert not engine._compile_enabled
+
+
+def assert_multithreshold_matches_reference():
+    """The fused multi-threshold IF's input and threshold gradients equal a per-step autograd loop's."""
     torch.manual_seed(0)
     n = MultiThresholdIF(threshold=0.7, spike_grad="atan", learn_threshold=True)
     x = torch.randn(5, 4, 6) * 1.2
