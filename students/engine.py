@@ -324,13 +324,7 @@ def _multithreshold_slope(z: Tensor, levels: Sequence[float], surrogate: Surroga
 #: tensors, as in tests and tiny students, run eagerly
 COMPILE_MIN_NUMEL = 1 << 17
 _compiled: dict[tuple[Surrogate, tuple[float, ...]], Callable[[Tensor], tuple[Tensor, Tensor]]] = {}
-_compile_enabled = os.environ.get("SPIKEDISTILL_COMPILE", "1") != "0"
-
-
-def set_compiled_backward(enabled: bool) -> None:
-    """Turn the compiled multi-threshold backward on or off (env ``SPIKEDISTILL_COMPILE=0`` starts with it off)."""
-    global _compile_enabled
-    _compile_enabled = bool(enabled)
+_compile_enabled = os.environ.get("SPIKEDISTILL_COMPILE", "1") != "0"  # env SPIKEDISTILL_COMPILE=0: always eager
 
 
 def _slope_and_level(z: Tensor, levels: tuple[float, ...], surrogate: Surrogate,
