@@ -89,6 +89,7 @@ def arms(system: str) -> dict[str, list[str]]:
         "distilled-clean": [f"--{WARM}.clean_weight=0.0"],
         # layer-wise weight calibration after the copy (30 Adam steps a layer on 32 calibration patches)
         "strict+wcal": [*alone, *WCAL],
+        "strict+wcal16": [*alone, WCAL[0]],  # the same calibration on the recipes' 16 patches: the twin is strict's
         "distilled_ffdnet+wcal": ["ffdnet", *WCAL],
         "distilled_ffdnet-clean+wcal": ["ffdnet", f"--{WARM}.clean_weight=0.0", *WCAL],
         # the trained twin as a per-layer rate target during the spiking fine-tune
@@ -117,7 +118,7 @@ CONTROLS = ("plain", "strict", "strict+twin_hint")
 NO_WARM_START = {"plain"}
 #: warm-started arms whose twin steps run no teacher (none, or one used only to initialise): they get the
 #: teacher's forward passes as extra twin steps
-NO_TEACHER = {"strict", "strict+select", "strict+wcal", "strict+twin_hint", "strict+twin_hint+ft_od",
+NO_TEACHER = {"strict", "strict+select", "strict+wcal", "strict+wcal16", "strict+twin_hint", "strict+twin_hint+ft_od",
               "strict+twin_hint+ft_od3"}
 
 
