@@ -118,8 +118,8 @@ CONTROLS = ("plain", "strict", "strict+twin_hint")
 NO_WARM_START = {"plain"}
 #: warm-started arms whose twin steps run no teacher (none, or one used only to initialise): they get the
 #: teacher's forward passes as extra twin steps
-NO_TEACHER = {"strict", "strict+select", "strict+wcal", "strict+wcal16", "strict+twin_hint", "strict+twin_hint+ft_od",
-              "strict+twin_hint+ft_od3"}
+NO_TEACHER = {"strict", "strict+select", "strict+wcal", "strict+wcal16", "strict+twin_hint", "strict+od",
+              "strict+twin_hint+ft_od", "strict+twin_hint+ft_od3"}
 
 
 def arm_steps(arm: str, args: argparse.Namespace) -> tuple[int, int | None]:
