@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,8 @@ def wandb_records(path: Path):
             position += block - position % block
             continue
         _, length, kind = struct.unpack("<IHB", raw[position : position + 7])
+        if position + 7 + length > len(raw):  # a record still being written
+            return
         pending += raw[position + 7 : position + 7 + length]
         position += 7 + length
         if kind in (1, 4):
@@ -103,11 +106,22 @@ def wandb_records(path: Path):
             yield record
 
 
+def finished_records(path: Path, timeout: float = 60.0) -> list:
+    """The records of a run file once its `exit` record is on disk: wandb's core process may still be writing the
+    file when `finish()` returns (seen on a loaded CI machine), so the file is read again until it is complete."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = list(wandb_records(path))
+        if any(record.WhichOneof("record_type") == "exit" for record in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.5)
+
+
 def offline_config(run_dir: Path) -> dict:
     """The run config of the one offline wandb run under `run_dir`, read back from its files."""
     (found,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
     config: dict = {}
-    for record in wandb_records(found):
+    for record in finished_records(found):
         kind = record.WhichOneof("record_type")
         items = record.config.update if kind == "config" else record.run.config.update if kind == "run" else []
         config.update({item.key: json.loads(item.value_json) for item in items})
