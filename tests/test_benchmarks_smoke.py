@@ -16,10 +16,26 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks import distill_quality, memory, train_speed  # noqa: E402
+from benchmarks import distill_quality, memory, teacher_speed, train_speed  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+# ---------------------------------------------------------------------------------------------------
+# teacher_speed
+
+
+def test_teacher_speed_variants_train_one_network_on_one_batch():
+    """Layout and precision levers change speed, not the step: the first loss of channels_last equals fp32's and
+    bf16's is within bf16 rounding; every variant's loss falls on its fixed batch."""
+    losses = {v: [teacher_speed.build_step(v, batch=2, size=16, compiled=False)] for v in teacher_speed.VARIANTS}
+    for v, (step,) in losses.items():
+        losses[v] = [step() for _ in range(6)]
+    assert losses["dncnn17_channels_last"][0] == pytest.approx(losses["dncnn17"][0], rel=1e-5)
+    assert losses["dncnn17_bf16"][0] == pytest.approx(losses["dncnn17"][0], rel=3e-2)
+    assert losses["ffdnet64x15_channels_last"][0] == pytest.approx(losses["ffdnet64x15"][0], rel=1e-5)
+    assert all(trace[-1] < trace[0] for trace in losses.values()), losses
 
 
 # ---------------------------------------------------------------------------------------------------
