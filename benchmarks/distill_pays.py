@@ -95,6 +95,7 @@ def arms(system: str) -> dict[str, list[str]]:
         # the trained twin as a per-layer rate target during the spiking fine-tune
         "strict+twin_hint": [*alone, f"--{WARM}.twin_hint_weight=1.0"],
         "distilled_ffdnet-clean+twin_hint": ["ffdnet", f"--{WARM}.clean_weight=0.0", f"--{WARM}.twin_hint_weight=1.0"],
+        "distilled_ffdnet+twin_hint": ["ffdnet", f"--{WARM}.twin_hint_weight=1.0"],  # strict+twin_hint plus the teacher
         # the best teacher-free recipe, plus the published teacher's output as a second target in the spiking
         # fine-tune only (its twin trains without the teacher, so it gets the strict twin steps)
         "strict+twin_hint+ft_od": ["ffdnet", *alone, f"--{WARM}.twin_hint_weight=1.0", *ft_od(1.0)],
