@@ -27,6 +27,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
+from distill.modeling import run_model  # noqa: E402
+
 # glibc: with a fixed mmap threshold every tensor above 64 KiB is its own mmap and goes back to the OS
 # on free, so RSS follows live tensor memory (the default *dynamic* threshold would keep freed blocks
 # on the heap and make a high-water mark depend on what ran before).
@@ -137,14 +139,18 @@ def make_batch(channels: int, batch: int, size: int, seed: int = 0) -> tuple[tor
     return noisy, target
 
 
-def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 1e-3) -> Callable[[], float]:
-    """One training step: forward, L1 loss, backward, Adam step (grads set to None first)."""
+def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 1e-3, sigma: torch.Tensor | None = None,
+              bf16: bool = False) -> Callable[[], float]:
+    """One training step: forward (``sigma`` passed to noise-level models, bf16 autocast on request), L1 loss,
+    backward, Adam step (grads set to None first)."""
     model.train()
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
 
     def step() -> float:
         opt.zero_grad(set_to_none=True)
-        loss = F.l1_loss(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(x) if sigma is None else run_model(model, x, sigma)
+        loss = F.l1_loss(out.float(), y)
         loss.backward()
         opt.step()
         return float(loss.detach())

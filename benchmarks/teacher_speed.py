@@ -21,11 +21,9 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
-from benchmarks.common import command_line, machine_info, machine_line, md_table  # noqa: E402
+from benchmarks.common import command_line, machine_info, machine_line, make_step, md_table  # noqa: E402
 from distill.io import atomic_write_json, atomic_write_text  # noqa: E402
-from distill.modeling import run_model  # noqa: E402
 from teachers.dncnn import DnCNN  # noqa: E402
 from teachers.ffdnet import FFDNet  # noqa: E402
 
@@ -42,18 +40,7 @@ def build_step(variant: str, batch: int, size: int, compiled: bool) -> Callable[
     if variant.endswith("channels_last"):
         net, noisy, clean = (t.to(memory_format=torch.channels_last) for t in (net, noisy, clean))
     model = torch.compile(net) if compiled else net
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-    bf16 = variant.endswith("bf16")
-
-    def step() -> float:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = F.l1_loss(run_model(model, noisy, sigma).float(), clean)
-        loss.backward()
-        opt.step()
-        return float(loss.detach())
-
-    return step
+    return make_step(model, noisy, clean, lr=1e-4, sigma=sigma, bf16=variant.endswith("bf16"))
 
 
 def main() -> None:
