@@ -5,6 +5,7 @@ its summary of (hand-written) results.json files.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks import distill_quality, memory, teacher_speed, train_speed  # noqa: E402
+from benchmarks import distill_quality, memory, teacher_levers, teacher_speed, train_speed  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -36,6 +37,48 @@ def test_teacher_speed_variants_train_one_network_on_one_batch():
     assert losses["dncnn17_bf16"][0] == pytest.approx(losses["dncnn17"][0], rel=3e-2)
     assert losses["ffdnet64x15_channels_last"][0] == pytest.approx(losses["ffdnet64x15"][0], rel=1e-5)
     assert all(trace[-1] < trace[0] for trace in losses.values()), losses
+
+
+# ---------------------------------------------------------------------------------------------------
+# teacher_levers
+
+
+def _lever_config(lever: str, capsys, tmp_path) -> dict:
+    """The resolved recipe of one lever's run, as the CLI parses it."""
+    import yaml
+
+    from distill.cli import main
+
+    args = argparse.Namespace(steps=3000, lr=1e-3, recipe=teacher_levers.DEFAULT_RECIPE, seed=3, batch=16,
+                              train=tmp_path / "train", eval=tmp_path / "eval", eval_size=64, val_every=500)
+    argv = teacher_levers.command(lever, args, tmp_path / lever)[1:]  # without the executable
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--print_config"])
+    assert exit_.value.code == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_teacher_levers_change_one_thing_each(capsys, tmp_path, repo_root, monkeypatch):
+    """Each lever's overrides parse through the real CLI and change what they name on top of the same baseline."""
+    monkeypatch.chdir(repo_root)
+    base = _lever_config("baseline", capsys, tmp_path)
+    assert base["trainer"]["max_steps"] == 3000 and base["seed_everything"] == 3
+    assert base["model"]["init_args"]["scheduler"]["init_args"]["T_max"] == 3000
+    assert base["data"]["init_args"]["patch_size"] == 48 and base["data"]["init_args"]["patches_per_epoch"] == 48000
+    ema = _lever_config("ema", capsys, tmp_path)
+    assert [(c["class_path"], c["init_args"]["decay"]) for c in ema["trainer"]["callbacks"]] == \
+        [("lightning.pytorch.callbacks.EMAWeightAveraging", 0.999)]
+    warmup = _lever_config("warmup", capsys, tmp_path)["model"]["init_args"]["scheduler"]
+    assert warmup["class_path"] == "torch.optim.lr_scheduler.OneCycleLR"
+    assert warmup["init_args"]["total_steps"] == 3000 and warmup["init_args"]["max_lr"] == 1e-3
+    loss = _lever_config("mse", capsys, tmp_path)["model"]["init_args"]["restoration_loss"]["init_args"]
+    assert (loss["l1"], loss["mse"]) == (0.0, 1.0)
+    assert _lever_config("clip", capsys, tmp_path)["trainer"]["gradient_clip_val"] == 0.5
+    patch = _lever_config("patch32", capsys, tmp_path)
+    assert (patch["data"]["init_args"]["patch_size"], patch["trainer"]["max_steps"]) == (32, 6750)
+    # the patch levers see the baseline's pixels: steps x patch^2 is the same
+    for steps, size, _ in teacher_levers.levers(3000, 1e-3).values():
+        assert steps * size ** 2 == pytest.approx(3000 * 48 ** 2, rel=1e-3)
 
 
 # ---------------------------------------------------------------------------------------------------
