@@ -154,7 +154,11 @@ class RestorationBase(L.LightningModule):
         """Prediction and the weighted loss terms (their sum is the training loss)."""
         pred = run_model(self.network, batch["input"], batch["sigma"])
         loss, _ = self.restoration_loss(pred, batch["target"], self.global_step)
-        return pred, {"restoration": loss}
+        terms = {"restoration": loss}
+        if getattr(self.network, "nested_features", None) is not None:  # a DnCNN training its nested width too
+            nested = self.network.nested_output(batch["input"])
+            terms["nested"] = self.restoration_loss(nested, batch["target"], self.global_step)[0]
+        return pred, terms
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         advice = "lower data.init_args.batch_size or patch_size, or the student's timesteps or features"

@@ -292,7 +292,8 @@ def select_from_dncnn(teacher: nn.Module, twin: nn.Module, x: Tensor, percentile
     """Initialise a SpikingDnCNN twin (``make_twin`` of a ``norm='none'`` student) from a trained DnCNN teacher.
 
     The twin's head and blocks take the teacher's first layers and its tail the teacher's last one (negated:
-    the teacher outputs ``x - body(x)``, the twin ``x + tail(...)``), with evenly spaced channels. Each QCFS
+    the teacher outputs ``x - body(x)``, the twin ``x + tail(...)``), with evenly spaced channels, or the first
+    ones when the teacher was trained with a nested sub-network of the student's width. Each QCFS
     threshold is the ``percentile`` of that layer's positive pre-activations on ``x``, and the next layer's
     weights are multiplied by it, so the twin computes the teacher's clipped, quantised features in rate units.
     """
@@ -313,7 +314,8 @@ def select_from_dncnn(teacher: nn.Module, twin: nn.Module, x: Tensor, percentile
     t_features, s_features = convs[0][0].shape[0], targets[0].out_channels
     if s_features > t_features:
         raise ConfigError(f"the student has {s_features} features but the teacher only {t_features}")
-    keep = torch.linspace(0, t_features - 1, s_features).round().long()
+    nested = getattr(teacher, "nested_features", None) == s_features  # trained to work on its first channels
+    keep = torch.arange(s_features) if nested else torch.linspace(0, t_features - 1, s_features).round().long()
     acts = [twin.get_submodule(p) for p in neuron_paths(twin)]
     h, scale_in = x, None
     for k, conv in enumerate(targets):

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from spikedistill_core.checks import check_int
@@ -61,14 +62,28 @@ class DnCNN(nn.Module):
         bn: bool = True,
         checkpoint: str | None = None,
         zero_tail: bool = False,
+        nested_features: int | None = None,
     ) -> None:
         """``zero_tail``: start the last conv at zero, so the untrained model is the identity. Trained from
         scratch at 3 channels, the default (KAIR's) init sits at the identity plateau for a few hundred
-        steps; a zero tail does not (BENCHMARKS.md, section 3)."""
+        steps; a zero tail does not (BENCHMARKS.md, section 3).
+
+        ``nested_features``: the first that many channels of every layer also form a denoiser of their own
+        (``nested_output``; training adds its loss, as in slimmable networks), so a student of that width can
+        start from it by weight selection. Needs ``bn=False``: one batch norm cannot hold both widths' statistics."""
         super().__init__()
         check_int("in_channels", in_channels)
         check_int("features", features)
         check_int("depth", depth, minimum=2)
+        if nested_features is not None:
+            check_int("nested_features", nested_features)
+            if nested_features >= features:
+                raise ConfigError(f"DnCNN nested_features={nested_features} is not allowed: use fewer than "
+                                  f"features={features}")
+            if bn:
+                raise ConfigError(f"DnCNN nested_features={nested_features} needs bn=False: a batch norm's running "
+                                  "statistics cannot serve both the full and the nested width")
+        self.nested_features = nested_features
         self.in_channels = in_channels
         self.features = features
         self.depth = depth
@@ -96,6 +111,22 @@ class DnCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the denoised image ``x - body(x)``."""
         return x - self.body(x)
+
+    def nested_output(self, x: torch.Tensor) -> torch.Tensor:
+        """The nested sub-network's denoised image: every conv restricted to its first ``nested_features``
+        channels (shared weights, so its loss trains them for both widths)."""
+        if self.nested_features is None:
+            raise ConfigError("this DnCNN has no nested sub-network (nested_features is None)")
+        k = self.nested_features
+        convs = [m for m in self.body if isinstance(m, nn.Conv2d)]
+        h = x
+        for i, conv in enumerate(convs):
+            last = i == len(convs) - 1
+            weight = conv.weight if i == 0 else conv.weight[:, :k]
+            weight, bias = (weight, conv.bias) if last else (weight[:k], conv.bias[:k])
+            h = F.conv2d(h, weight, bias, padding=conv.padding)
+            h = h if last else F.relu(h)
+        return x - h
 
     def hint_points(self) -> list[str]:
         """Module paths of the post-ReLU feature maps, first to last."""

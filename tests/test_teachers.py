@@ -109,10 +109,31 @@ def test_dncnn_presets() -> None:
         DnCNN.from_preset("dncnn99")
 
 
-@pytest.mark.parametrize("kwargs", [dict(depth=1), dict(features=0), dict(in_channels=-1)])
+@pytest.mark.parametrize("kwargs", [dict(depth=1), dict(features=0), dict(in_channels=-1),
+                                    dict(nested_features=64), dict(nested_features=0),
+                                    dict(nested_features=8, bn=True)])
 def test_dncnn_bad_arguments(kwargs: dict) -> None:
     with pytest.raises(ConfigError, match=next(iter(kwargs))):
-        DnCNN(**kwargs)
+        DnCNN(**{"bn": False, **kwargs} if list(kwargs) == ["nested_features"] else kwargs)
+
+
+def test_dncnn_nested_output_is_the_narrow_network_made_of_its_first_channels() -> None:
+    """The nested sub-network equals a separately built narrow DnCNN holding the first channels' weights."""
+    torch.manual_seed(6)
+    wide = DnCNN(1, 10, 4, bn=False, nested_features=3)
+    narrow = DnCNN(1, 3, 4, bn=False)
+    with torch.no_grad():
+        convs = [m for m in wide.body if isinstance(m, nn.Conv2d)]
+        for i, (src, dst) in enumerate(zip(convs, [m for m in narrow.body if isinstance(m, nn.Conv2d)])):
+            rows = slice(None) if i == len(convs) - 1 else slice(0, 3)
+            cols = slice(None) if i == 0 else slice(0, 3)
+            dst.weight.copy_(src.weight[rows, cols])
+            dst.bias.copy_(src.bias[rows])
+    x = torch.rand(2, 1, 9, 11)
+    assert torch.allclose(wide.nested_output(x), narrow(x), atol=1e-6)
+    assert not torch.allclose(wide.nested_output(x), wide(x), atol=1e-3)
+    with pytest.raises(ConfigError, match="no nested sub-network"):
+        narrow.nested_output(x)
 
 
 def test_ffdnet_depends_on_sigma_and_sigma_forms() -> None:
@@ -251,3 +272,22 @@ def test_residual_ffdnet_starts_as_the_identity_and_learns_through_every_layer()
         assert model.body[:-1](z).std() > 0.2 * z.std()
     with pytest.raises(ConfigError, match="residual='yes' is not allowed"):
         FFDNet(residual="yes")
+
+
+def test_training_a_nested_dncnn_adds_the_nested_width_loss_which_trains_only_its_channels() -> None:
+    from distill.module import RestorationModule
+
+    torch.manual_seed(7)
+    net = DnCNN(1, 8, 3, bn=False, nested_features=3)
+    module = RestorationModule(model=net)
+    x, y = torch.rand(2, 1, 10, 10), torch.rand(2, 1, 10, 10)
+    _, terms = module.compute_losses({"input": x, "target": y, "sigma": torch.full((2,), 0.1)})
+    assert sorted(terms) == ["nested", "restoration"]
+    assert terms["restoration"].item() == pytest.approx((net(x) - y).abs().mean().item(), rel=1e-6)
+    assert terms["nested"].item() == pytest.approx((net.nested_output(x) - y).abs().mean().item(), rel=1e-6)
+    terms["nested"].backward()
+    first, middle = net.body[0].weight.grad, net.body[2].weight.grad
+    assert first[:3].abs().sum() > 0 and first[3:].abs().sum() == 0
+    assert middle[:3, :3].abs().sum() > 0 and middle[3:].abs().sum() == 0 and middle[:, 3:].abs().sum() == 0
+    plain = RestorationModule(model=DnCNN(1, 8, 3, bn=False))
+    assert sorted(plain.compute_losses({"input": x, "target": y, "sigma": torch.full((2,), 0.1)})[1]) == ["restoration"]

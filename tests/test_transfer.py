@@ -205,6 +205,20 @@ def test_weight_selection_takes_evenly_spaced_channels_and_checks_shapes():
         select_from_dncnn(torch.nn.Identity(), twin, torch.rand(1, 1, 8, 8))
 
 
+def test_weight_selection_of_a_nested_teacher_reproduces_its_nested_network():
+    """A teacher trained with a nested width gives a student of that width its first channels: the selected twin
+    computes the teacher's nested sub-network (fine quantisation, no clipping), not the evenly spaced pick."""
+    torch.manual_seed(5)
+    teacher = DnCNN(1, 12, 5, bn=False, nested_features=4).eval()
+    twin = make_twin(SpikingDnCNN(1, 4, 5, timesteps=512, neuron="if", norm="none"))
+    x = torch.rand(2, 1, 16, 16)
+    select_from_dncnn(teacher, twin, x, percentile=100.0)
+    assert torch.equal(twin.head.conv.layer.bias, teacher.body[0].bias[:4].detach())
+    assert not torch.equal(twin.head.conv.layer.bias, teacher.body[0].bias[[0, 4, 7, 11]].detach())  # the spread pick
+    with torch.no_grad():
+        assert torch.allclose(twin(x), teacher.nested_output(x), atol=2e-3)
+
+
 def test_if_neuron_from_half_threshold_matches_snntorch():
     """The student's own IF with init_membrane 0.5 is the reference loop's neuron."""
     torch.manual_seed(4)
