@@ -68,6 +68,18 @@ def ffdnet_teacher(preset: str) -> list[str]:
             f"--{WARM}.twin_hints=false"]
 
 
+def nested_teacher(path: Path) -> list[str]:
+    """Overrides that make the nested DnCNN (``recipes/teachers/dncnn_nested_s25.yaml``, exported to ``path``) the
+    teacher: the student is its nested network's shape, so weight selection starts the twin from that network;
+    its layer paths differ from the shipped teacher's, so it teaches through its output only."""
+    if not path.is_file():
+        raise SystemExit(f"the nested arms need the nested teacher's export at {path} (--nested-teacher): train "
+                         "recipes/teachers/dncnn_nested_s25.yaml and export it")
+    return [f"--model.init_args.teacher={{class_path: teachers.dncnn.DnCNN, init_args: {{in_channels: 1, "
+            f"features: 48, depth: 8, bn: false, nested_features: 24, checkpoint: {path}}}}}", f"--{HINT}=[]",
+            f"--{WARM}.twin_hints=false", f"--{WARM}.select_from_teacher=true"]
+
+
 def ft_od(weight: float) -> list[str]:
     """Overrides adding the teacher's output as an L1 target of the spiking fine-tune, at `weight`."""
     return [f"--model.init_args.output_distillation={{weight: {weight}, loss: l1}}"]
@@ -96,6 +108,11 @@ def arms(system: str) -> dict[str, list[str]]:
         "strict+twin_hint": [*alone, f"--{WARM}.twin_hint_weight=1.0"],
         "distilled_ffdnet-clean+twin_hint": ["ffdnet", f"--{WARM}.clean_weight=0.0", f"--{WARM}.twin_hint_weight=1.0"],
         "distilled_ffdnet+twin_hint": ["ffdnet", f"--{WARM}.twin_hint_weight=1.0"],  # strict+twin_hint plus the teacher
+        # the nested teacher: its 24-channel network starts the twin (weight selection), then the twin learns from
+        # its output (distilled) or from the clean image alone (strict+select_nested: the teacher only initialises)
+        "distilled_nested+twin_hint": ["nested", f"--{WARM}.twin_hint_weight=1.0"],
+        "strict+select_nested+twin_hint": ["nested", f"--{WARM}.teacher_output_weight=0.0",
+                                           f"--{WARM}.twin_hint_weight=1.0"],
         # the best teacher-free recipe, plus the published teacher's output as a second target in the spiking
         # fine-tune only (its twin trains without the teacher, so it gets the strict twin steps)
         "strict+twin_hint+ft_od": ["ffdnet", *alone, f"--{WARM}.twin_hint_weight=1.0", *ft_od(1.0)],
@@ -119,7 +136,7 @@ CONTROLS = ("plain", "strict", "strict+twin_hint")
 NO_WARM_START = {"plain"}
 #: warm-started arms whose twin steps run no teacher (none, or one used only to initialise): they get the
 #: teacher's forward passes as extra twin steps
-NO_TEACHER = {"strict", "strict+select", "strict+wcal", "strict+wcal16", "strict+twin_hint", "strict+od",
+NO_TEACHER = {"strict", "strict+select", "strict+select_nested+twin_hint", "strict+wcal", "strict+wcal16", "strict+twin_hint", "strict+od",
               "strict+twin_hint+ft_od", "strict+twin_hint+ft_od3"}
 
 
@@ -138,6 +155,8 @@ def arm_args(arm: str, seed: int, args: argparse.Namespace, run_dir: Path) -> li
     extra = arms(args.system)[arm]
     if extra[:1] == ["ffdnet"]:
         extra = ffdnet_teacher(preset) + extra[1:]
+    elif extra[:1] == ["nested"]:
+        extra = nested_teacher(args.nested_teacher) + extra[1:]
     return [
         "fit", "--config", base, *extra,
         f"--seed_everything={seed}",
@@ -301,6 +320,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=400, help="spiking steps of the warm-started arms")
     parser.add_argument("--plain-steps", type=int, default=1000,
                         help="spiking steps of the plain control, which has no warm start (about the same seconds)")
+    parser.add_argument("--nested-teacher", type=Path, default=REPO / "teachers" / "pretrained" / "dncnn_nested_gray_s25.pt",
+                        help="the nested DnCNN teacher's export, for the *nested* arms")
     parser.add_argument("--val-every", type=int, default=100)
     parser.add_argument("--eval-size", type=int, default=256)
     parser.add_argument("--jobs", type=int, default=2)

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks import distill_quality, memory, teacher_levers, teacher_speed, train_speed  # noqa: E402
+from benchmarks import distill_pays, distill_quality, memory, teacher_levers, teacher_speed, train_speed  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -37,6 +37,41 @@ def test_teacher_speed_variants_train_one_network_on_one_batch():
     assert losses["dncnn17_bf16"][0] == pytest.approx(losses["dncnn17"][0], rel=3e-2)
     assert losses["ffdnet64x15_channels_last"][0] == pytest.approx(losses["ffdnet64x15"][0], rel=1e-5)
     assert all(trace[-1] < trace[0] for trace in losses.values()), losses
+
+
+# ---------------------------------------------------------------------------------------------------
+# distill_pays
+
+
+def test_distill_pays_nested_arms_start_from_the_nested_teacher(capsys, tmp_path, repo_root, monkeypatch):
+    """The nested arms' overrides parse through the real CLI: the nested DnCNN is the teacher, weight selection is
+    on, and only the distilled arm pulls its twin towards the teacher (the strict one gets the strict twin steps)."""
+    import yaml
+
+    from distill.cli import main
+
+    monkeypatch.chdir(repo_root)
+    teacher = tmp_path / "nested.pt"
+    teacher.write_bytes(b"")
+    args = argparse.Namespace(
+        system="gray", steps=400, plain_steps=1000, twin_steps=1000, strict_twin_steps=1700, val_every=100,
+        eval_size=64, train=tmp_path, eval=tmp_path, nested_teacher=teacher)
+    configs = {}
+    for arm in ("distilled_nested+twin_hint", "strict+select_nested+twin_hint"):
+        with pytest.raises(SystemExit) as exit_:
+            main([*distill_pays.arm_args(arm, 0, args, tmp_path / arm)[:-1], "--print_config"])
+        assert exit_.value.code == 0
+        configs[arm] = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+    for init in configs.values():
+        assert init["teacher"]["init_args"]["nested_features"] == 24 and init["teacher"]["init_args"]["checkpoint"] == str(teacher)
+        assert init["warm_start"]["select_from_teacher"] is True and init["warm_start"]["twin_hint_weight"] == 1.0
+        assert init["hints"] == [] and init["warm_start"]["twin_hints"] is False
+    distilled, strict = configs["distilled_nested+twin_hint"], configs["strict+select_nested+twin_hint"]
+    assert (distilled["warm_start"]["teacher_output_weight"], distilled["warm_start"]["twin_steps"]) == (1.0, 1000)
+    assert (strict["warm_start"]["teacher_output_weight"], strict["warm_start"]["twin_steps"]) == (0.0, 1700)
+    args.nested_teacher = tmp_path / "missing.pt"
+    with pytest.raises(SystemExit, match="missing.pt"):
+        distill_pays.arm_args("distilled_nested+twin_hint", 0, args, tmp_path / "x")
 
 
 # ---------------------------------------------------------------------------------------------------
