@@ -55,7 +55,7 @@ def test_distill_pays_nested_arms_start_from_the_nested_teacher(capsys, tmp_path
     teacher.write_bytes(b"")
     args = argparse.Namespace(
         system="gray", steps=400, plain_steps=1000, twin_steps=1000, strict_twin_steps=1700, val_every=100,
-        eval_size=64, train=tmp_path, eval=tmp_path, nested_teacher=teacher)
+        eval_size=64, train=tmp_path, eval=tmp_path, nested_teacher=teacher, data_seed=None)
     configs = {}
     for arm in ("distilled_nested+twin_hint", "strict+select_nested+twin_hint"):
         with pytest.raises(SystemExit) as exit_:
@@ -69,6 +69,11 @@ def test_distill_pays_nested_arms_start_from_the_nested_teacher(capsys, tmp_path
     distilled, strict = configs["distilled_nested+twin_hint"], configs["strict+select_nested+twin_hint"]
     assert (distilled["warm_start"]["teacher_output_weight"], distilled["warm_start"]["twin_steps"]) == (1.0, 1000)
     assert (strict["warm_start"]["teacher_output_weight"], strict["warm_start"]["twin_steps"]) == (0.0, 1700)
+    assert not any("data.init_args.seed" in a for a in distill_pays.arm_args("strict+twin_hint", 0, args, tmp_path))
+    args.data_seed = 1
+    with pytest.raises(SystemExit):
+        main([*distill_pays.arm_args("strict+twin_hint", 0, args, tmp_path / "d")[:-1], "--print_config"])
+    assert yaml.safe_load(capsys.readouterr().out)["data"]["init_args"]["seed"] == 1
     args.nested_teacher = tmp_path / "missing.pt"
     with pytest.raises(SystemExit, match="missing.pt"):
         distill_pays.arm_args("distilled_nested+twin_hint", 0, args, tmp_path / "x")
