@@ -140,6 +140,15 @@ NO_TEACHER = {"strict", "strict+select", "strict+select_nested+twin_hint", "stri
               "strict+twin_hint+ft_od", "strict+twin_hint+ft_od3"}
 
 
+def data_seed(text: str) -> int | str:
+    """``--data-seed``: a non-negative integer or ``seed``."""
+    if text == "seed":
+        return text
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r} is not allowed; use a non-negative integer or 'seed'")
+
+
 def arm_steps(arm: str, args: argparse.Namespace) -> tuple[int, int | None]:
     """(spiking steps, twin steps or None) of an arm: every arm gets about the same training seconds."""
     if arm in NO_WARM_START:
@@ -160,7 +169,7 @@ def arm_args(arm: str, seed: int, args: argparse.Namespace, run_dir: Path) -> li
     return [
         "fit", "--config", base, *extra,
         f"--seed_everything={seed}",
-        *([] if args.data_seed is None else [f"{data}seed={args.data_seed}"]),
+        *([] if args.data_seed is None else [f"{data}seed={seed if args.data_seed == 'seed' else args.data_seed}"]),
         f"{data}train=[{args.train}]", f"{data}val=[{args.eval}]", f"{data}eval_size={args.eval_size}",
         f"--trainer.max_steps={steps}", f"--model.init_args.scheduler.init_args.T_max={steps}",
         f"--trainer.val_check_interval={args.val_every}", "--trainer.enable_progress_bar=false",
@@ -323,9 +332,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="spiking steps of the plain control, which has no warm start (about the same seconds)")
     parser.add_argument("--nested-teacher", type=Path, default=REPO / "teachers" / "pretrained" / "dncnn_nested_gray_s25.pt",
                         help="the nested DnCNN teacher's export, for the *nested* arms")
-    parser.add_argument("--data-seed", type=int, default=None,
-                        help="the crops and noise draws of every arm (the recipe's, 0, by default): arms whose twin "
-                             "starts from the teacher's weights have no other randomness, so vary this for their spread")
+    parser.add_argument("--data-seed", type=data_seed, default=None,
+                        help="the crops and noise draws of every arm (the recipe's, 0, by default), or 'seed': each "
+                             "run's own seed, so seed N pairs arms on data N too; arms whose twin starts from the "
+                             "teacher's weights have no other randomness, so vary this for their spread")
     parser.add_argument("--val-every", type=int, default=100)
     parser.add_argument("--eval-size", type=int, default=256)
     parser.add_argument("--jobs", type=int, default=2)

@@ -74,6 +74,10 @@ def test_distill_pays_nested_arms_start_from_the_nested_teacher(capsys, tmp_path
     with pytest.raises(SystemExit):
         main([*distill_pays.arm_args("strict+twin_hint", 0, args, tmp_path / "d")[:-1], "--print_config"])
     assert yaml.safe_load(capsys.readouterr().out)["data"]["init_args"]["seed"] == 1
+    args.data_seed = distill_pays.data_seed("seed")  # each run's data follows its own seed
+    assert "--data.init_args.seed=2" in distill_pays.arm_args("plain", 2, args, tmp_path)
+    with pytest.raises(argparse.ArgumentTypeError, match="'-1'"):
+        distill_pays.data_seed("-1")
     args.nested_teacher = tmp_path / "missing.pt"
     with pytest.raises(SystemExit, match="missing.pt"):
         distill_pays.arm_args("distilled_nested+twin_hint", 0, args, tmp_path / "x")
