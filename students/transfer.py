@@ -64,7 +64,7 @@ def make_twin(student: nn.Module) -> nn.Module:
     return twin
 
 
-def _quantile(values: Tensor, percentile: float) -> float:
+def positive_quantile(values: Tensor, percentile: float) -> float:
     """The ``percentile`` of the positive entries of ``values`` (1.0 if none), on at most ~1M of them."""
     positive = values[values > 0]
     if positive.numel() == 0:
@@ -86,7 +86,7 @@ def init_thresholds(twin: nn.Module, x: Tensor, percentile: float = 99.0) -> dic
             twin(x)
         finally:
             handle.remove()
-        chosen[path] = _quantile(seen[0], percentile)
+        chosen[path] = positive_quantile(seen[0], percentile)
         act.threshold.fill_(chosen[path])
     twin.train(was_training)
     return chosen
@@ -294,7 +294,8 @@ def select_from_dncnn(teacher: nn.Module, twin: nn.Module, x: Tensor, percentile
     The twin's head and blocks take the teacher's first layers and its tail the teacher's last one (negated:
     the teacher outputs ``x - body(x)``, the twin ``x + tail(...)``), with evenly spaced channels, or the first
     ones when the teacher was trained with a nested sub-network of the student's width. Each QCFS
-    threshold is the ``percentile`` of that layer's positive pre-activations on ``x``, and the next layer's
+    threshold is the nested network's learned one when it was trained with the twin's levels
+    (``nested_levels``), else the ``percentile`` of that layer's positive pre-activations on ``x``; the next layer's
     weights are multiplied by it, so the twin computes the teacher's clipped, quantised features in rate units.
     """
     body, blocks = getattr(teacher, "body", None), getattr(twin, "blocks", None)
@@ -317,6 +318,10 @@ def select_from_dncnn(teacher: nn.Module, twin: nn.Module, x: Tensor, percentile
     nested = getattr(teacher, "nested_features", None) == s_features  # trained to work on its first channels
     keep = torch.arange(s_features) if nested else torch.linspace(0, t_features - 1, s_features).round().long()
     acts = [twin.get_submodule(p) for p in neuron_paths(twin)]
+    # a nested network trained with the twin's QCFS levels brings its thresholds: the twin then computes it exactly
+    learned = getattr(teacher, "nested_acts", None) if nested else None
+    if learned is not None and any(a.levels != teacher.nested_levels for a in acts):
+        learned = None
     h, scale_in = x, None
     for k, conv in enumerate(targets):
         w, b = convs[k]
@@ -324,7 +329,7 @@ def select_from_dncnn(teacher: nn.Module, twin: nn.Module, x: Tensor, percentile
         conv.weight.copy_(w)
         conv.bias.copy_(b[keep])
         z = F.conv2d(h, conv.weight, conv.bias, padding=conv.padding)
-        lam = _quantile(z, percentile)
+        lam = float(learned[k].threshold) if learned is not None else positive_quantile(z, percentile)
         acts[k].threshold.fill_(lam)
         h, scale_in = acts[k](z), lam
     w, b = convs[-1]

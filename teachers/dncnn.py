@@ -28,6 +28,8 @@ from torch import nn
 
 from spikedistill_core.checks import check_int
 from spikedistill_core.errors import ConfigError
+from students.neurons import QCFS
+from students.transfer import positive_quantile
 from teachers.weights import load_weights
 
 __all__ = ["DnCNN", "KAIR_PRESETS", "PRESETS"]
@@ -63,6 +65,7 @@ class DnCNN(nn.Module):
         checkpoint: str | None = None,
         zero_tail: bool = False,
         nested_features: int | None = None,
+        nested_levels: int | None = None,
     ) -> None:
         """``zero_tail``: start the last conv at zero, so the untrained model is the identity. Trained from
         scratch at 3 channels, the default (KAIR's) init sits at the identity plateau for a few hundred
@@ -70,7 +73,12 @@ class DnCNN(nn.Module):
 
         ``nested_features``: the first that many channels of every layer also form a denoiser of their own
         (``nested_output``; training adds its loss, as in slimmable networks), so a student of that width can
-        start from it by weight selection. Needs ``bn=False``: one batch norm cannot hold both widths' statistics."""
+        start from it by weight selection. Needs ``bn=False``: one batch norm cannot hold both widths' statistics.
+
+        ``nested_levels``: the nested network's activations are QCFS with that many levels and a learned
+        threshold per layer (``students.neurons.QCFS``), so a twin of a student with that many time steps,
+        selected from it, computes exactly the nested output (ReLU when None). The thresholds start at the
+        99.9th percentile of each layer's positive pre-activations on the first training batch."""
         super().__init__()
         check_int("in_channels", in_channels)
         check_int("features", features)
@@ -83,7 +91,10 @@ class DnCNN(nn.Module):
             if bn:
                 raise ConfigError(f"DnCNN nested_features={nested_features} needs bn=False: a batch norm's running "
                                   "statistics cannot serve both the full and the nested width")
+        if nested_levels is not None and nested_features is None:
+            raise ConfigError(f"DnCNN nested_levels={nested_levels} needs nested_features: it quantises the nested network")
         self.nested_features = nested_features
+        self.nested_levels = nested_levels
         self.in_channels = in_channels
         self.features = features
         self.depth = depth
@@ -96,6 +107,9 @@ class DnCNN(nn.Module):
             layers.append(nn.ReLU())
         layers.append(nn.Conv2d(features, in_channels, 3, padding=1, bias=True))
         self.body = nn.Sequential(*layers)
+        if nested_levels is not None:
+            self.nested_acts = nn.ModuleList(QCFS(nested_levels, learn_threshold=True) for _ in range(depth - 1))
+            self.register_buffer("nested_thresholds_set", torch.tensor(False))
         if zero_tail:
             nn.init.zeros_(self.body[-1].weight)
             nn.init.zeros_(self.body[-1].bias)
@@ -119,13 +133,25 @@ class DnCNN(nn.Module):
             raise ConfigError("this DnCNN has no nested sub-network (nested_features is None)")
         k = self.nested_features
         convs = [m for m in self.body if isinstance(m, nn.Conv2d)]
+        acts = getattr(self, "nested_acts", None)
+        first_batch = acts is not None and self.training and not bool(self.nested_thresholds_set)
         h = x
         for i, conv in enumerate(convs):
             last = i == len(convs) - 1
             weight = conv.weight if i == 0 else conv.weight[:, :k]
             weight, bias = (weight, conv.bias) if last else (weight[:k], conv.bias[:k])
             h = F.conv2d(h, weight, bias, padding=conv.padding)
-            h = h if last else F.relu(h)
+            if last:
+                break
+            if acts is None:
+                h = F.relu(h)
+                continue
+            if first_batch:
+                with torch.no_grad():
+                    acts[i].threshold.fill_(positive_quantile(h, 99.9))
+            h = acts[i](h) * acts[i].threshold  # the quantised rate, back in this layer's units
+        if first_batch:
+            self.nested_thresholds_set.fill_(True)
         return x - h
 
     def hint_points(self) -> list[str]:

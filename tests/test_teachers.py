@@ -136,6 +136,28 @@ def test_dncnn_nested_output_is_the_narrow_network_made_of_its_first_channels() 
         narrow.nested_output(x)
 
 
+def test_quantised_nested_dncnn_sets_thresholds_on_its_first_training_batch_then_learns_them() -> None:
+    """``nested_levels``: QCFS activations in the nested network; the first training batch puts each threshold at
+    the 99.9th percentile of its layer's positive pre-activations (checked on the head by hand), later batches keep
+    them, the loss reaches them, and the nested output takes at most ``levels + 1`` values per unit before the tail."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(9)
+    net = DnCNN(1, 10, 4, bn=False, nested_features=3, nested_levels=4)
+    x = torch.rand(2, 1, 12, 12)
+    head = F.conv2d(x, net.body[0].weight[:3], net.body[0].bias[:3], padding=1)
+    net.nested_output(x).sum().backward()
+    assert float(net.nested_acts[0].threshold) == pytest.approx(float(torch.quantile(head.detach()[head > 0], 0.999)), rel=1e-5)
+    assert all(a.threshold.grad is not None and a.threshold.grad.abs() > 0 for a in net.nested_acts)
+    first = [float(a.threshold) for a in net.nested_acts]
+    net.nested_output(torch.rand(2, 1, 12, 12) * 3)
+    assert [float(a.threshold) for a in net.nested_acts] == first
+    rates = net.nested_acts[0](head) * 4
+    assert torch.equal(rates, rates.round()) and set(rates.unique().tolist()) <= {0.0, 1.0, 2.0, 3.0, 4.0}
+    with pytest.raises(ConfigError, match="nested_levels=4 needs nested_features"):
+        DnCNN(1, 10, 4, bn=False, nested_levels=4)
+
+
 def test_ffdnet_depends_on_sigma_and_sigma_forms() -> None:
     torch.manual_seed(0)
     model = FFDNet(in_channels=3, features=8, depth=4).eval()

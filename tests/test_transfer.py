@@ -219,6 +219,28 @@ def test_weight_selection_of_a_nested_teacher_reproduces_its_nested_network():
         assert torch.allclose(twin(x), teacher.nested_output(x), atol=2e-3)
 
 
+def test_weight_selection_of_a_quantised_nested_teacher_is_exact_at_its_levels():
+    """A nested network trained with the twin's QCFS levels hands over its learned thresholds: the selected twin
+    computes the teacher's nested output exactly (coarse T = 4 included); at other levels selection falls back
+    to percentile thresholds, which quantise differently."""
+    torch.manual_seed(8)
+    teacher = DnCNN(1, 12, 5, bn=False, nested_features=4, nested_levels=4)
+    x = torch.rand(2, 1, 16, 16)
+    teacher.train()
+    teacher.nested_output(x)  # the first training batch sets the thresholds
+    with torch.no_grad():
+        for act in teacher.nested_acts:
+            act.threshold.mul_(0.8)  # as if training had moved them off the percentile
+    teacher.eval()
+    twin = make_twin(SpikingDnCNN(1, 4, 5, timesteps=4, neuron="if", norm="none"))
+    select_from_dncnn(teacher, twin, torch.rand(2, 1, 16, 16))
+    with torch.no_grad():
+        assert torch.allclose(twin(x), teacher.nested_output(x), atol=1e-5)
+        other = make_twin(SpikingDnCNN(1, 4, 5, timesteps=8, neuron="if", norm="none"))
+        select_from_dncnn(teacher, other, x)
+        assert float(other.head.neuron.threshold) != pytest.approx(float(teacher.nested_acts[0].threshold))
+
+
 def test_if_neuron_from_half_threshold_matches_snntorch():
     """The student's own IF with init_membrane 0.5 is the reference loop's neuron."""
     torch.manual_seed(4)
