@@ -176,25 +176,24 @@ def test_train_speed_cli_help(capsys):
 
 
 def test_memory_rows_structure():
+    """Each cell comes from a fresh subprocess (glibc's mmap threshold fixed, so RSS follows live memory): at
+    32x32 a training step's activations raise the high-water mark by megabytes, far above the kernel's per-CPU
+    RSS counter slack (in-process, freed warm-up memory is reused and the figure sits within that slack)."""
     segments = memory.parse_segments(["none", "2", "T"])
     assert segments == [None, 2, "T"]
-    rows = memory.run_memory("spiking_dncnn", [1, 2], segments, batch=1, size=8, isolate=False)
+    rows = memory.run_memory("spiking_dncnn", [1, 2], segments, batch=1, size=32)
     assert [r["T"] for r in rows] == [1, 2]
     # T = 1: no chunking applies; T = 2: k = 2 equals k = T, so only the "k = T" column is measured
     assert set(rows[0]["cells"]) == {"no bound", "ANN twin on T·B"}
     assert set(rows[1]["cells"]) == {"no bound", "k = T (1 step/chunk)", "ANN twin on T·B"}
     assert rows[1]["cells"]["k = T (1 step/chunk)"]["segments"] == 2
-    for cell in rows[1]["cells"].values():
-        assert {"base_mib", "peak_mib", "step_mib", "step_s"} <= set(cell)
-        assert cell["peak_mib"] >= cell["base_mib"] > 0
+    for row in rows:
+        for cell in row["cells"].values():
+            assert {"base_mib", "peak_mib", "step_mib", "step_s"} <= set(cell)
+            assert cell["peak_mib"] >= cell["base_mib"] + 1 > 1 and cell["step_s"] > 0
+            assert cell["step_mib"] == pytest.approx(cell["peak_mib"] - cell["base_mib"])
     table = memory.render(rows, segments, ann=True)
     assert table.count("\n") == 4 and "k = T" in table
-
-
-def test_memory_fresh_subprocess_reports():
-    rows = memory.run_memory("spiking_dncnn", [2], [None], batch=1, size=8, ann=False, isolate=True)
-    cell = rows[0]["cells"]["no bound"]
-    assert cell["peak_mib"] >= cell["base_mib"] > 0 and cell["step_s"] > 0
 
 
 def test_memory_esdnet_is_never_chunked():
