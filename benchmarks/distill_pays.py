@@ -69,14 +69,21 @@ def ffdnet_teacher(preset: str) -> list[str]:
 
 
 def nested_teacher(path: Path) -> list[str]:
-    """Overrides that make the nested DnCNN (``recipes/teachers/dncnn_nested_s25.yaml``, exported to ``path``) the
-    teacher: the student is its nested network's shape, so weight selection starts the twin from that network;
-    its layer paths differ from the shipped teacher's, so it teaches through its output only."""
+    """Overrides that make the nested DnCNN exported to ``path`` (``recipes/teachers/dncnn_nested*_s25.yaml``) the
+    teacher, built from the file's own class path and arguments: the student is its nested network's shape, so
+    weight selection starts the twin from that network; its layer paths differ from the shipped teacher's, so it
+    teaches through its output only."""
+    from teachers.weights import load_file
+
     if not path.is_file():
         raise SystemExit(f"the nested arms need the nested teacher's export at {path} (--nested-teacher): train "
                          "recipes/teachers/dncnn_nested_s25.yaml and export it")
-    return [f"--model.init_args.teacher={{class_path: teachers.dncnn.DnCNN, init_args: {{in_channels: 1, "
-            f"features: 48, depth: 8, bn: false, nested_features: 24, checkpoint: {path}}}}}", f"--{HINT}=[]",
+    record = load_file(path)
+    init_args = record.get("init_args") if isinstance(record, dict) else None
+    if not isinstance(init_args, dict) or not init_args.get("nested_features"):
+        raise SystemExit(f"{path} is not an exported DnCNN with nested_features (spikedistill export of a nested recipe)")
+    block = json.dumps({"class_path": record["class_path"], "init_args": {**init_args, "checkpoint": str(path)}})
+    return [f"--model.init_args.teacher={block}", f"--{HINT}=[]",
             f"--{WARM}.twin_hints=false", f"--{WARM}.select_from_teacher=true"]
 
 

@@ -51,8 +51,13 @@ def test_distill_pays_nested_arms_start_from_the_nested_teacher(capsys, tmp_path
     from distill.cli import main
 
     monkeypatch.chdir(repo_root)
+    from distill.export import FORMAT
+    from teachers.dncnn import DnCNN
+
     teacher = tmp_path / "nested.pt"
-    teacher.write_bytes(b"")
+    init = {"in_channels": 1, "features": 48, "depth": 8, "bn": False, "nested_features": 24, "nested_levels": 4}
+    torch.save({"format": FORMAT, "class_path": "teachers.dncnn.DnCNN", "init_args": init,
+                "state_dict": DnCNN(**init).state_dict()}, teacher)
     args = argparse.Namespace(
         system="gray", steps=400, plain_steps=1000, twin_steps=1000, strict_twin_steps=1700, val_every=100,
         eval_size=64, train=tmp_path, eval=tmp_path, nested_teacher=teacher, data_seed=None)
@@ -64,6 +69,7 @@ def test_distill_pays_nested_arms_start_from_the_nested_teacher(capsys, tmp_path
         configs[arm] = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
     for init in configs.values():
         assert init["teacher"]["init_args"]["nested_features"] == 24 and init["teacher"]["init_args"]["checkpoint"] == str(teacher)
+        assert init["teacher"]["init_args"]["nested_levels"] == 4  # the file's own arguments
         assert init["warm_start"]["select_from_teacher"] is True and init["warm_start"]["twin_hint_weight"] == 1.0
         assert init["hints"] == [] and init["warm_start"]["twin_hints"] is False
     distilled, strict = configs["distilled_nested+twin_hint"], configs["strict+select_nested+twin_hint"]
@@ -81,6 +87,11 @@ def test_distill_pays_nested_arms_start_from_the_nested_teacher(capsys, tmp_path
     args.nested_teacher = tmp_path / "missing.pt"
     with pytest.raises(SystemExit, match="missing.pt"):
         distill_pays.arm_args("distilled_nested+twin_hint", 0, args, tmp_path / "x")
+    args.nested_teacher = tmp_path / "plain.pt"
+    torch.save({"format": FORMAT, "class_path": "teachers.dncnn.DnCNN", "init_args": {"features": 8}, "state_dict": {}},
+               args.nested_teacher)
+    with pytest.raises(SystemExit, match="plain.pt is not an exported DnCNN with nested_features"):
+        distill_pays.arm_args("strict+select_nested+twin_hint", 0, args, tmp_path / "y")
 
 
 # ---------------------------------------------------------------------------------------------------
