@@ -155,9 +155,10 @@ class RestorationBase(L.LightningModule):
         pred = run_model(self.network, batch["input"], batch["sigma"])
         loss, _ = self.restoration_loss(pred, batch["target"], self.global_step)
         terms = {"restoration": loss}
-        if getattr(self.network, "nested_features", None) is not None:  # a DnCNN training its nested width too
-            nested = self.network.nested_output(batch["input"])
-            terms["nested"] = self.restoration_loss(nested, batch["target"], self.global_step)[0]
+        # a network may restore in more than one way (a DnCNN's nested width): each way is trained as well
+        auxiliary = getattr(self.network, "auxiliary_outputs", None)
+        for name, extra in (auxiliary(batch["input"]) if auxiliary else {}).items():
+            terms[name] = self.restoration_loss(extra, batch["target"], self.global_step)[0]
         return pred, terms
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:

@@ -154,6 +154,10 @@ class DnCNN(nn.Module):
             self.nested_thresholds_set.fill_(True)
         return x - h
 
+    def auxiliary_outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Restorations trained beside ``forward`` (the training module adds a loss for each): the nested one."""
+        return {} if self.nested_features is None else {"nested": self.nested_output(x)}
+
     def hint_points(self) -> list[str]:
         """Module paths of the post-ReLU feature maps, first to last."""
         return [f"body.{name}" for name, m in self.body.named_children() if isinstance(m, nn.ReLU)]
