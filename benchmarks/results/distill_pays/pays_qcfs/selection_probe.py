@@ -1,6 +1,7 @@
 """What survives weight selection from a nested teacher into the quickstart student, before any training: the
-teacher, its nested 24-channel network, the selected QCFS twin (T = 4 levels) and that twin copied into the
-spiking student (IF, T = 4), without and with rate calibration.
+teacher, its nested 24-channel network, the selected QCFS twin by level count (16 and 64 with percentile
+thresholds, as a reference), and the T = 4 twin copied into the spiking student (IF), without and with rate
+calibration. (It replaces ../pays_nested/selection_probe.py, whose output is ../pays_nested/selection_probe.txt.)
 
 Run from the repository root: PYTHONPATH=. python benchmarks/results/distill_pays/pays_qcfs/selection_probe.py TEACHER.pt
 (16 calibration patches of photos-train, data seed 0; PSNR on the 7 photos-eval 256x256 centre crops, fixed noise)."""
@@ -32,10 +33,11 @@ def psnr(denoise) -> float:
 
 kind = "QCFS" if getattr(teacher, "nested_levels", None) else "ReLU"
 print(f"{sys.argv[1]}: teacher (48 ch) {psnr(teacher):.2f} dB; nested 24-ch {kind} network {psnr(teacher.nested_output):.2f} dB")
-student = SpikingDnCNN(1, 24, 8, timesteps=4, neuron="if", norm="none", init_membrane=0.5)
-twin = make_twin(student).eval()
-select_from_dncnn(teacher, twin, calibration)
-print(f"selected QCFS twin, 4 levels: {psnr(twin):.2f} dB")
+for levels in (64, 16, 4):
+    student = SpikingDnCNN(1, 24, 8, timesteps=levels, neuron="if", norm="none", init_membrane=0.5)
+    twin = make_twin(student).eval()
+    select_from_dncnn(teacher, twin, calibration)
+    print(f"selected QCFS twin, {levels} levels: {psnr(twin):.2f} dB")
 copy_twin(twin, student)
 student.eval()
 print(f"copied into the IF student, T = 4: {psnr(student):.2f} dB")
