@@ -300,17 +300,17 @@ def summarise(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: shipped file suffix of each arm (issue 14: the distilled student and its strict and plain controls)
-SHIPPED = {"distilled": "", "strict": "_alone", "plain": "_scratch"}
+#: shipped file suffixes of the distilled student and its strict and plain controls (issue 14)
+SHIPPED_SUFFIXES = ("", "_alone", "_scratch")
 
 
 def ship(args: argparse.Namespace, seed: int = 0) -> None:
-    """Export seed ``seed``'s distilled student and both controls into ``args.ship`` as self-describing files, with
-    their anchor score and the embedded-photo check in the provenance."""
+    """Export seed ``seed``'s distilled student and both controls (``args.ship_arms``, in that order) into
+    ``args.ship`` as self-describing files, with their anchor score and the embedded-photo check in the provenance."""
     from distill.export import embedded_check, export_network, load_record, network_record
 
     stem = {"gray": "quickstart_gray_s25", "rgb": "spiden_rgb_s25"}[args.system]
-    for arm, suffix in SHIPPED.items():
+    for arm, suffix in zip(args.ship_arms, SHIPPED_SUFFIXES):
         run_dir = args.runs_dir / arm / f"s{seed}"
         ckpt = run_dir / "checkpoints" / "last.ckpt"
         net = load_record(network_record(ckpt), str(run_dir))
@@ -350,6 +350,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("--ship", type=Path, default=None,
                         help="export seed 0's distilled, strict and plain students into this folder, then stop")
+    parser.add_argument("--ship-arms", nargs=3, default=["distilled", "strict", "plain"], choices=list(ARMS),
+                        metavar=("DISTILLED", "STRICT", "PLAIN"), help="the arms --ship exports, in that order")
     args = parser.parse_args(argv)
     args.runs_dir = args.runs_dir.resolve()
     args.train, args.eval = args.train.resolve(), args.eval.resolve()
