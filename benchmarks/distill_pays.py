@@ -120,6 +120,12 @@ def arms(system: str) -> dict[str, list[str]]:
         "distilled_nested+twin_hint": ["nested", f"--{WARM}.twin_hint_weight=1.0"],
         "strict+select_nested+twin_hint": ["nested", f"--{WARM}.teacher_output_weight=0.0",
                                            f"--{WARM}.twin_hint_weight=1.0"],
+        # the nested teacher's network taken whole: with a QCFS-nested teacher (nested_levels = the student's T) the
+        # selected twin computes it exactly, so it is not trained (twin steps 0; its time goes to spiking steps), and
+        # the spiking fine-tune warms its learning rate up to a low peak so that Adam's first steps keep the start
+        "select_nested+lowlr": ["nested", f"--{WARM}.teacher_output_weight=0.0", f"--{WARM}.twin_hint_weight=1.0"],
+        # its control: the best teacher-free recipe with the same fine-tune schedule
+        "strict+twin_hint+lowlr": [*alone, f"--{WARM}.twin_hint_weight=1.0"],
         # the best teacher-free recipe, plus the published teacher's output as a second target in the spiking
         # fine-tune only (its twin trains without the teacher, so it gets the strict twin steps)
         "strict+twin_hint+ft_od": ["ffdnet", *alone, f"--{WARM}.twin_hint_weight=1.0", *ft_od(1.0)],
@@ -141,9 +147,13 @@ ARMS = arms("gray")
 CONTROLS = ("plain", "strict", "strict+twin_hint")
 #: arms whose warm start is off get its time as extra spiking steps
 NO_WARM_START = {"plain"}
+#: arms whose twin is the teacher's selected network, untrained: the twin's time goes to spiking steps too
+UNTRAINED_TWIN = {"select_nested+lowlr"}
+#: arms whose spiking fine-tune uses the low-peak warm-up schedule (``low_lr_schedule``)
+LOW_LR = {"select_nested+lowlr", "strict+twin_hint+lowlr"}
 #: warm-started arms whose twin steps run no teacher (none, or one used only to initialise): they get the
 #: teacher's forward passes as extra twin steps
-NO_TEACHER = {"strict", "strict+select", "strict+select_nested+twin_hint", "strict+wcal", "strict+wcal16", "strict+twin_hint", "strict+od",
+NO_TEACHER = {"strict", "strict+select", "strict+twin_hint+lowlr", "strict+select_nested+twin_hint", "strict+wcal", "strict+wcal16", "strict+twin_hint", "strict+od",
               "strict+twin_hint+ft_od", "strict+twin_hint+ft_od3"}
 
 
@@ -160,7 +170,18 @@ def arm_steps(arm: str, args: argparse.Namespace) -> tuple[int, int | None]:
     """(spiking steps, twin steps or None) of an arm: every arm gets about the same training seconds."""
     if arm in NO_WARM_START:
         return args.plain_steps, None
+    if arm in UNTRAINED_TWIN:
+        return args.untrained_twin_steps, 0
     return args.steps, args.strict_twin_steps if arm in NO_TEACHER else args.twin_steps
+
+
+def low_lr_schedule(steps: int, peak: float) -> str:
+    """The fine-tune schedule of the LOW_LR arms: one cycle, a 5 % warm-up from peak/25 to ``peak``, cosine to peak/100:
+    at the recipes' constant-start 1e-3, Adam's first steps (each about lr in every weight) wreck a copied network
+    whose weights are a few 1e-2 (a selected student fell from 27.6 to 23.4 dB in 10 steps)."""
+    return ("--model.init_args.scheduler={class_path: torch.optim.lr_scheduler.OneCycleLR, init_args: "
+            f"{{max_lr: {peak}, total_steps: {steps + 1}, pct_start: 0.05, anneal_strategy: cos, "
+            "div_factor: 25.0, final_div_factor: 4.0, cycle_momentum: false}}")
 
 
 def arm_args(arm: str, seed: int, args: argparse.Namespace, run_dir: Path) -> list[str]:
@@ -178,7 +199,8 @@ def arm_args(arm: str, seed: int, args: argparse.Namespace, run_dir: Path) -> li
         f"--seed_everything={seed}",
         *([] if args.data_seed is None else [f"{data}seed={seed if args.data_seed == 'seed' else args.data_seed}"]),
         f"{data}train=[{args.train}]", f"{data}val=[{args.eval}]", f"{data}eval_size={args.eval_size}",
-        f"--trainer.max_steps={steps}", f"--model.init_args.scheduler.init_args.T_max={steps}",
+        f"--trainer.max_steps={steps}",
+        low_lr_schedule(steps, args.low_lr) if arm in LOW_LR else f"--model.init_args.scheduler.init_args.T_max={steps}",
         f"--trainer.val_check_interval={args.val_every}", "--trainer.enable_progress_bar=false",
         *([] if twin_steps is None else [f"--{WARM}.twin_steps={twin_steps}"]),
         f"--trainer.default_root_dir={run_dir}", "--ckpt_path=last",
@@ -337,6 +359,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=400, help="spiking steps of the warm-started arms")
     parser.add_argument("--plain-steps", type=int, default=1000,
                         help="spiking steps of the plain control, which has no warm start (about the same seconds)")
+    parser.add_argument("--untrained-twin-steps", type=int, default=1100,
+                        help="spiking steps of the arms whose selected twin is not trained (about the others' seconds)")
+    parser.add_argument("--low-lr", type=float, default=3e-4, help="the peak learning rate of the LOW_LR arms")
     parser.add_argument("--nested-teacher", type=Path, default=REPO / "teachers" / "pretrained" / "dncnn_nested_gray_s25.pt",
                         help="the nested DnCNN teacher's export, for the *nested* arms")
     parser.add_argument("--data-seed", type=data_seed, default=None,
