@@ -60,9 +60,10 @@ def test_distill_pays_nested_arms_start_from_the_nested_teacher(capsys, tmp_path
                 "state_dict": DnCNN(**init).state_dict()}, teacher)
     args = argparse.Namespace(
         system="gray", steps=400, plain_steps=1000, twin_steps=1000, strict_twin_steps=1700, val_every=100,
-        eval_size=64, train=tmp_path, eval=tmp_path, nested_teacher=teacher, data_seed=None)
+        eval_size=64, train=tmp_path, eval=tmp_path, nested_teacher=teacher, data_seed=None, untrained_twin_steps=1100,
+        low_lr=3e-4)
     configs = {}
-    for arm in ("distilled_nested+twin_hint", "strict+select_nested+twin_hint"):
+    for arm in ("distilled_nested+twin_hint", "strict+select_nested+twin_hint", "select_nested+lowlr"):
         with pytest.raises(SystemExit) as exit_:
             main([*distill_pays.arm_args(arm, 0, args, tmp_path / arm)[:-1], "--print_config"])
         assert exit_.value.code == 0
@@ -75,6 +76,23 @@ def test_distill_pays_nested_arms_start_from_the_nested_teacher(capsys, tmp_path
     distilled, strict = configs["distilled_nested+twin_hint"], configs["strict+select_nested+twin_hint"]
     assert (distilled["warm_start"]["teacher_output_weight"], distilled["warm_start"]["twin_steps"]) == (1.0, 1000)
     assert (strict["warm_start"]["teacher_output_weight"], strict["warm_start"]["twin_steps"]) == (0.0, 1700)
+    # the whole nested network: no twin training, the twin's time as spiking steps, a warm-up to a low peak
+    whole = configs["select_nested+lowlr"]
+    assert (whole["warm_start"]["teacher_output_weight"], whole["warm_start"]["twin_steps"]) == (0.0, 0)
+    schedule = whole["scheduler"]
+    assert schedule["class_path"] == "torch.optim.lr_scheduler.OneCycleLR"
+    assert (schedule["init_args"]["max_lr"], schedule["init_args"]["total_steps"]) == (3e-4, 1101)
+    optimizer = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, **{k: v for k, v in schedule["init_args"].items()
+                                                                   if k not in ("epochs", "steps_per_epoch")})
+    lrs = []
+    for _ in range(1100):  # Lightning steps it once per optimizer step: 1100 steps fit
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(3e-4 / 25) and max(lrs) == pytest.approx(3e-4, rel=1e-3)
+    assert lrs.index(max(lrs)) == pytest.approx(55, abs=2) and lrs[-1] < 3e-4 / 90
+    assert "--trainer.max_steps=1100" in distill_pays.arm_args("select_nested+lowlr", 0, args, tmp_path / "w")
     assert not any("data.init_args.seed" in a for a in distill_pays.arm_args("strict+twin_hint", 0, args, tmp_path))
     args.data_seed = 1
     with pytest.raises(SystemExit):
