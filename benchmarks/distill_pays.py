@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """Does distillation pay? The quickstart student trained three ways, paired over seeds, at equal wall-clock.
 
-Arms (all overlays of ``recipes/quickstart.yaml``, so the shipped recipes are what is measured):
+Arms (all overlays of ``recipes/quickstart_hint.yaml``, so the shipped recipes are what is measured):
 
 * ``distilled``: the quickstart recipe (teacher in the warm start and the fine-tune);
-* ``strict``: ``recipes/quickstart_alone.yaml``, the same warm start and fine-tune with no teacher;
+* ``strict``: ``recipes/quickstart_hint_alone.yaml``, the same warm start and fine-tune with no teacher;
   distilled - strict = the teacher's contribution;
-* ``plain``: ``recipes/quickstart_scratch.yaml``, surrogate-gradient BPTT from scratch, given the warm
+* ``plain``: ``recipes/quickstart_hint_scratch.yaml``, surrogate-gradient BPTT from scratch, given the warm
   start's time as extra steps; distilled - plain = the framework's contribution;
 * lever arms for the ablation (``--arms``, see ``ARMS``): strict plus one teacher lever, or distilled minus one.
 
@@ -46,7 +46,7 @@ HINT = "model.init_args.hints"
 WARM = "model.init_args.warm_start"
 #: system -> (base recipe, anchor mode, IPOL FFDNet preset); strict / plain are `<base>_alone` / `<base>_scratch`
 SYSTEMS = {
-    "gray": ("recipes/quickstart.yaml", "gray", "ipol_gray"),
+    "gray": ("recipes/quickstart_hint.yaml", "gray", "ipol_gray"),
     "rgb": ("recipes/distill/spiden_rgb.yaml", "rgb", "ipol_color"),
 }
 FFDNET_FILES = {"ipol_gray": "ffdnet_weights_gray.pth", "ipol_color": "ffdnet_weights_rgb.pth"}

@@ -99,8 +99,8 @@ SYSTEMS: dict[str, System] = {
         System(
             key="spiden_quickstart",
             label="SPIDEN, quickstart-style: spiking DnCNN (LIF, T=4, 24 ch x 8) from a DnCNN (32 ch x 10) "
-                  "trained here; 1 hint (recipes/quickstart.yaml)",
-            student_recipe="recipes/quickstart.yaml", nohint_recipe="recipes/quickstart_nohint.yaml",
+                  "trained here; 1 hint (recipes/quickstart_hint.yaml)",
+            student_recipe="recipes/quickstart_hint.yaml", nohint_recipe="recipes/quickstart_hint_nohint.yaml",
             teacher_recipe="recipes/teachers/dncnn_quickstart.yaml", teacher_group="dncnn_32x10",
         ),
         System(

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The energy-quality frontier (issue 17): spiking students over T, width and a firing-rate target, gray sigma 25.
 
-Points: every run of ``recipes/sweeps/energy_frontier.yaml`` (the strict quickstart student, ``quickstart_alone.yaml``
+Points: every run of ``recipes/sweeps/energy_frontier.yaml`` (the strict quickstart student, ``quickstart_hint_alone.yaml``
 on ``quickstart.yaml``: T in {1, 2, 4} x width {16, 24} x rate target {none, 0.1}), planned by the engine of
 ``spikedistill sweep`` (the same run names and commands), plus the ANN twin of each width
 (``teachers.twins.DnCNNTwin``, ReLU, trained alone for the twin + spiking steps) as a reference.

@@ -24,7 +24,7 @@ from distill.tracking import WANDB_MODES, WandbConfig, default_loggers, finish_w
 
 
 def default_run_dir(config_paths: list[Any] | None) -> str:
-    """`runs/<recipe>`; layered recipes join their names (`runs/quickstart+quickstart_nohint`)."""
+    """`runs/<recipe>`; layered recipes join their names (`runs/quickstart_hint+quickstart_hint_nohint`)."""
     if config_paths:
         return str(Path("runs") / "+".join(Path(str(p)).stem for p in config_paths))
     return str(Path("runs") / "default")

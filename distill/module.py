@@ -144,6 +144,10 @@ class RestorationBase(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = build_from_recipe("scheduler", self.scheduler_factory, optimizer)
+        total, steps = getattr(scheduler, "total_steps", None), self.trainer.max_steps
+        if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and total < steps:
+            raise ConfigError(f"scheduler OneCycleLR total_steps={total} is fewer than trainer.max_steps={steps}: it "
+                              f"cannot step past its end; set model.init_args.scheduler.init_args.total_steps >= {steps}")
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def trainable_parameters(self) -> list[nn.Parameter]:

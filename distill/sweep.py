@@ -8,7 +8,7 @@ The sweep file is wandb's own format, so the same file also works with ``wandb s
     metric: {name: test/student_psnr, goal: maximize}
     run_cap: 4                           # optional cap (random and bayes need it or --max-runs)
     program: spikedistill
-    command: [${program}, fit, --config, recipes/quickstart.yaml, ${args}]
+    command: [${program}, fit, --config, recipes/quickstart_hint.yaml, ${args}]
     parameters:
       seed_everything: {values: [0, 1]}
       trainer.max_steps: {value: 300}
@@ -177,7 +177,7 @@ class SweepSpec:
 
     @property
     def base_args(self) -> list[str]:
-        """The command without its macros, e.g. ``["fit", "--config", "recipes/quickstart.yaml"]``."""
+        """The command without its macros, e.g. ``["fit", "--config", "recipes/quickstart_hint.yaml"]``."""
         return [t for t in self.command if t not in KNOWN_MACROS]
 
     @property
@@ -224,7 +224,7 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
                           f"(e.g. seed_everything, trainer.max_steps) to {{values: [...]}} or {{value: ...}}")
     program = config.get("program")
     command = config.get("command")
-    example = "command: [${program}, fit, --config, recipes/quickstart.yaml, ${args}]"
+    example = "command: [${program}, fit, --config, recipes/quickstart_hint.yaml, ${args}]"
     if not isinstance(program, str) or not program:
         raise ConfigError(f"sweep file {str(file)!r}: `program` is missing; use program: spikedistill")
     if not isinstance(command, list) or not all(isinstance(t, (str, int, float)) for t in command):

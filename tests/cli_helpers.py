@@ -19,7 +19,7 @@ from PIL import Image
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
-QUICKSTART = str(REPO / "recipes" / "quickstart.yaml")
+QUICKSTART = str(REPO / "recipes" / "quickstart_hint.yaml")
 
 #: 64 training crops of 16 px per epoch in batches of 8 (8 steps per epoch), 32 px centre crops scored.
 TINY_DATA = {"channels": 1, "sigma": 25.0, "patch_size": 16, "patches_per_epoch": 64, "batch_size": 8,
@@ -36,7 +36,7 @@ def tiny_teacher(path: Path, seed: int = 0, features: int = 8, depth: int = 4) -
 
 
 def tiny_recipe(folder: Path, **trainer) -> Path:
-    """`tiny.yaml` to layer on recipes/quickstart.yaml: same module, data and optimisation, tiny sizes.
+    """`tiny.yaml` to layer on recipes/quickstart_hint.yaml: same module, data and optimisation, tiny sizes.
 
     8 batches per epoch; validation (and last.ckpt) every 3 steps.
     """

@@ -43,7 +43,7 @@ def tiny_run(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(REPO)
     try:
-        main(["fit", "--config", "recipes/quickstart.yaml", "--trainer.max_steps=3", "--trainer.val_check_interval=3",
+        main(["fit", "--config", "recipes/quickstart_hint.yaml", "--trainer.max_steps=3", "--trainer.val_check_interval=3",
               f"--trainer.default_root_dir={root}", *TINY])
     finally:
         os.chdir(cwd)

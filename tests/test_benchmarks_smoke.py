@@ -260,7 +260,7 @@ def test_quality_plan_uses_the_cli_with_overrides(tmp_path):
     assert hint.argv.count("--config") == 1 and nohint.argv.count("--config") == 2
     assert quick.nohint_recipe in nohint.argv
     assert hint.meta["role"] == "hint" and nohint.run_dir == tmp_path / "spiden_quickstart" / "rgb" / "nohint_s0"
-    assert hint.shell().startswith("spikedistill fit --config recipes/quickstart.yaml")
+    assert hint.shell().startswith("spikedistill fit --config recipes/quickstart_hint.yaml")
     spiden_hint = next(j for j in jobs if j.name == "spiden/rgb/hint_s0")
     assert f"--model.init_args.teacher.init_args.checkpoint={export.argv[2]}" in spiden_hint.argv
 

@@ -79,7 +79,7 @@ def test_wandb_agent_runs_get_their_own_directory():
 def test_print_config_prints_full_recipe(capsys, repo_root, monkeypatch):
     monkeypatch.chdir(repo_root)
     with pytest.raises(SystemExit) as exit_:
-        main(["fit", "--config", "recipes/quickstart.yaml", "--print_config"])
+        main(["fit", "--config", "recipes/quickstart_hint.yaml", "--print_config"])
     assert exit_.value.code == 0
     config = yaml.safe_load(capsys.readouterr().out)
     init = config["model"]["init_args"]
@@ -154,11 +154,11 @@ def _check_energy_output(out: str, csv_dir: Path) -> dict:
 
 def test_energy_command_prints_tables_and_ratio(capsys, repo_root, monkeypatch, tmp_path):
     monkeypatch.chdir(repo_root)
-    main(["energy", "--config", "recipes/quickstart.yaml", "--data.init_args.eval_size=32", "--trainer.logger=false",
+    main(["energy", "--config", "recipes/quickstart_hint.yaml", "--data.init_args.eval_size=32", "--trainer.logger=false",
           "--csv-dir", str(tmp_path)])
     printed = _check_energy_output(capsys.readouterr().out, tmp_path)
     # MACs by hand from the recipe's geometry on the 32 x 32 validation crop: k x k x C_in x C_out per pixel
-    recipe = yaml.safe_load(Path("recipes/quickstart.yaml").read_text())["model"]["init_args"]
+    recipe = yaml.safe_load(Path("recipes/quickstart_hint.yaml").read_text())["model"]["init_args"]
     assert recipe["teacher"]["class_path"] == "teachers.dncnn.DnCNN"
     assert recipe["student"]["class_path"] == "students.spiking_dncnn.SpikingDnCNN"
     t, s = recipe["teacher"]["init_args"], recipe["student"]["init_args"]
@@ -178,7 +178,7 @@ def test_energy_command_prints_tables_and_ratio(capsys, repo_root, monkeypatch, 
 def test_fit_then_load_from_checkpoint_restores_student(tmp_path, repo_root, monkeypatch):
     monkeypatch.chdir(repo_root)
     run = tmp_path / "run"
-    main(["fit", "--config", "recipes/quickstart.yaml", "--trainer.max_steps=4", "--trainer.val_check_interval=2",
+    main(["fit", "--config", "recipes/quickstart_hint.yaml", "--trainer.max_steps=4", "--trainer.val_check_interval=2",
           f"--trainer.default_root_dir={run}", *TINY])
     results = json.loads((run / "results.json").read_text())
     assert set(results["metrics"]) == {"input", "teacher", "student"}
@@ -192,7 +192,7 @@ def test_fit_then_load_from_checkpoint_restores_student(tmp_path, repo_root, mon
     assert loaded.hint_set.hints[0].student == "blocks.0.neuron"
 
 
-DISTILL_RECIPES = ["recipes/quickstart.yaml"] + sorted(
+DISTILL_RECIPES = ["recipes/quickstart_hint.yaml"] + sorted(
     f"recipes/distill/{p.name}" for p in (__import__("pathlib").Path(__file__).parents[1] / "recipes" / "distill").glob("*.yaml")
     if not p.stem.endswith(("_nohint", "_alone", "_scratch"))
 )

@@ -46,7 +46,7 @@ def test_plan_is_the_grid_plus_one_ann_twin_per_width(planned, tmp_path):
     for point in planned:
         given = flags(point.command)
         assert point.command[point.command.index("fit") + 1:][:4] == [
-            "--config", "recipes/quickstart.yaml", "--config", "recipes/quickstart_alone.yaml"]
+            "--config", "recipes/quickstart_hint.yaml", "--config", "recipes/quickstart_hint_alone.yaml"]
         assert given["trainer.default_root_dir"] == str(tmp_path / point.name) == str(point.run_dir)
         assert given["data.init_args.train"] == "[/data/train]" and given["data.init_args.eval_size"] == "256"
     for point in students:  # distill_pays' strict arm: 1700 twin + 400 spiking steps

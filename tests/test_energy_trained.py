@@ -19,7 +19,7 @@ def test_energy_of_a_trained_run_matches_its_results(tiny_run, source, tmp_path,
         main(["export", str(ckpt), str(tmp_path / "student.pt")])
         given = ["--network", str(tmp_path / "student.pt")]
     report = tmp_path / "energy.json"
-    main(["energy", "--config", "recipes/quickstart.yaml", *TINY, *given, "--json", str(report)])
+    main(["energy", "--config", "recipes/quickstart_hint.yaml", *TINY, *given, "--json", str(report)])
     out = capsys.readouterr().out
     assert "UNTRAINED" not in out and f"trained in {given[1]}" in out
     measured, recorded = json.loads(report.read_text()), json.loads((tiny_run / "results.json").read_text())["energy"]
@@ -33,13 +33,13 @@ def test_energy_of_a_trained_run_matches_its_results(tiny_run, source, tmp_path,
 
 def test_energy_without_weights_says_untrained(repo_root, monkeypatch, capsys):
     monkeypatch.chdir(repo_root)
-    main(["energy", "--config", "recipes/quickstart.yaml", *TINY])
+    main(["energy", "--config", "recipes/quickstart_hint.yaml", *TINY])
     assert "UNTRAINED (fresh initialisation" in capsys.readouterr().out
 
 
 def test_a_checkpoint_of_another_network_is_refused(tiny_run, repo_root, monkeypatch, capsys):
     monkeypatch.chdir(repo_root)
     with pytest.raises(SystemExit):
-        main(["energy", "--config", "recipes/quickstart.yaml", *TINY, "--model.init_args.student.init_args.features=8",
+        main(["energy", "--config", "recipes/quickstart_hint.yaml", *TINY, "--model.init_args.student.init_args.features=8",
               "--ckpt_path", str(tiny_run / "checkpoints" / "last.ckpt")])
     assert "does not fit the recipe's SpikingDnCNN" in capsys.readouterr().err

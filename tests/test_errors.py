@@ -157,6 +157,17 @@ def test_optimizer_argument_error_is_a_config_error(tmp_path, recipe):
         module.configure_optimizers()
 
 
+def test_one_cycle_schedule_shorter_than_the_run_is_named(capsys, tmp_path, recipe):
+    """The quickstart's one-cycle schedule cannot step past its total_steps: a longer run is refused before training,
+    naming both numbers and the key to set (torch would raise mid-run, at step total_steps + 1)."""
+    schedule = ("--model.init_args.scheduler={class_path: torch.optim.lr_scheduler.OneCycleLR, init_args: "
+                "{max_lr: 0.001, total_steps: 3}}")
+    code, err = run(capsys, *fit(recipe, tmp_path, schedule))
+    assert code != 0
+    assert_one_paragraph(err, "total_steps=3", "trainer.max_steps=4", "scheduler.init_args.total_steps >= 4")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 # ------------------------------------------------------------------------- found once the data is read
 
 

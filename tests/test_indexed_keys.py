@@ -53,7 +53,7 @@ def test_cli_sets_one_hint_field(capsys, monkeypatch):
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(sys, "argv", ["spikedistill"])
     with pytest.raises(SystemExit) as exit_:
-        main(["fit", "--config", "recipes/quickstart.yaml", "--model.init_args.hints.0.weight", "0.5",
+        main(["fit", "--config", "recipes/quickstart_hint.yaml", "--model.init_args.hints.0.weight", "0.5",
               "--model.init_args.hints.0.adapter=conv_bn", "--print_config"])
     assert exit_.value.code == 0
     hints = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["hints"]
@@ -64,7 +64,7 @@ def test_cli_sets_one_hint_field(capsys, monkeypatch):
 def test_cli_error_for_an_index_past_the_end(capsys, monkeypatch):
     monkeypatch.chdir(REPO)
     with pytest.raises(SystemExit) as exit_:
-        main(["fit", "--config", "recipes/quickstart.yaml", "--config", "recipes/quickstart_nohint.yaml",
+        main(["fit", "--config", "recipes/quickstart_hint.yaml", "--config", "recipes/quickstart_hint_nohint.yaml",
               "--model.init_args.hints.0.weight=0.5", "--print_config"])
     assert exit_.value.code == 2
     assert "model.init_args.hints has 0 entries" in capsys.readouterr().err

@@ -209,7 +209,7 @@ def test_recipe_syntax(capsys, repo_root, monkeypatch):
     monkeypatch.chdir(repo_root)
     option = "{kind: target, weight: 2.0, target: {blocks.0.neuron: 0.1}, schedule: {warmup_steps: 10}}"
     with pytest.raises(SystemExit) as exit_:
-        main(["fit", "--config", "recipes/quickstart.yaml", f"--model.init_args.rate_regularizer={option}",
+        main(["fit", "--config", "recipes/quickstart_hint.yaml", f"--model.init_args.rate_regularizer={option}",
               "--print_config"])
     assert exit_.value.code == 0
     parsed = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["rate_regularizer"]

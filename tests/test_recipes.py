@@ -39,7 +39,7 @@ NOT_RECIPES = ("sweeps", "paper")  # paper/ needs user data folders: tests/test_
 OVERLAYS = {
     "_nohint": {"hints", "output_distillation"},
     "_alone": {"hints", "output_distillation", "warm_start"},
-    "_scratch": {"hints", "output_distillation", "warm_start", "student", "optimizer"},
+    "_scratch": {"hints", "output_distillation", "warm_start", "student", "optimizer", "scheduler"},
 }
 SHRINK = ["--data.init_args.batch_size=2", "--data.init_args.eval_size=32"]
 SHRINK_WARM_START = ["--model.init_args.warm_start.twin_steps=2", "--model.init_args.warm_start.calibration_patches=2",
@@ -104,7 +104,7 @@ def _finite(value) -> bool:
 
 def test_the_glob_finds_every_kind_of_recipe():
     names = {"+".join(_rel(p) for p in run) for run in RUNS}
-    for expected in ("quickstart.yaml", "quickstart.yaml+quickstart_nohint.yaml", "teachers/dncnn_s50.yaml",
+    for expected in ("quickstart.yaml", "quickstart.yaml+quickstart_alone.yaml", "quickstart_hint.yaml+quickstart_hint_nohint.yaml", "teachers/dncnn_s50.yaml",
                      "teachers/restormer_rgb_s25.yaml", "students/spiden_s25.yaml",
                      "distill/bridge.yaml+distill/bridge_nohint.yaml"):
         assert expected in names

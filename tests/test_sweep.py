@@ -98,8 +98,8 @@ def workdir(tmp_path, monkeypatch):
 def test_load_quickstart_grid():
     spec = load_sweep(GRID_FILE)
     assert spec.name == "quickstart_grid" and spec.method == "grid" and spec.program == "spikedistill"
-    assert spec.base_args == ["fit", "--config", "recipes/quickstart.yaml"]
-    assert spec.recipes == ["recipes/quickstart.yaml"] and spec.subcommand == "fit"
+    assert spec.base_args == ["fit", "--config", "recipes/quickstart_hint.yaml"]
+    assert spec.recipes == ["recipes/quickstart_hint.yaml"] and spec.subcommand == "fit"
     params = spec.config["parameters"]
     assert params["model.init_args.hints"]["values"] == [[], HINT]
     assert params["seed_everything"]["values"] == [0, 1]
@@ -110,7 +110,7 @@ def test_commands_are_cli_overrides(workdir):
     params = {"model.init_args.hints": HINT, "seed_everything": 1, "trainer.max_steps": 200, "flag": True, "n": None}
     argv = build_command(spec, params, "runs/sweeps/quickstart_grid/r")
     assert argv[:3] == [sys.executable, "-m", "distill.cli"]
-    assert argv[3:] == ["fit", "--config", "recipes/quickstart.yaml",
+    assert argv[3:] == ["fit", "--config", "recipes/quickstart_hint.yaml",
                         f"--model.init_args.hints={json.dumps(HINT)}",
                         "--seed_everything=1", "--trainer.max_steps=200", "--flag=true", "--n=null",
                         "--trainer.default_root_dir=runs/sweeps/quickstart_grid/r"]
@@ -120,20 +120,20 @@ def test_commands_are_cli_overrides(workdir):
 
 def test_dry_run_of_the_grid_prints_four_commands(workdir, capsys):
     (workdir / "recipes").mkdir()
-    (workdir / "recipes" / "quickstart.yaml").write_text("model: {}\n")
+    (workdir / "recipes" / "quickstart_hint.yaml").write_text("model: {}\n")
     proposals = [{"model.init_args.hints": h, "seed_everything": s, "trainer.max_steps": 200}
                  for h in ([], HINT) for s in (0, 1)]
     main([str(GRID_FILE), "--dry-run"], engine=FakeEngine(proposals))
     out = capsys.readouterr().out.splitlines()
     runs = [line for line in out if line.startswith("[run]")]
-    assert len(runs) == 4 and all("fit --config recipes/quickstart.yaml" in line for line in runs)
+    assert len(runs) == 4 and all("fit --config recipes/quickstart_hint.yaml" in line for line in runs)
     assert "--trainer.default_root_dir=runs/sweeps/quickstart_grid/quickstart_grid-" in runs[0]
     assert out[-1].startswith("sweep quickstart_grid: dry run, 4 run(s) planned")
     assert not (workdir / "runs").exists()
 
 
 def test_missing_recipe_is_named(workdir):
-    with pytest.raises(ConfigError, match="recipes/quickstart.yaml"):
+    with pytest.raises(ConfigError, match="recipes/quickstart_hint.yaml"):
         run_sweep(GRID_FILE, dry_run=True, engine=FakeEngine([]))
 
 
@@ -365,7 +365,7 @@ def test_slurm_needs_sbatch(workdir, monkeypatch):
 @real_engine
 def test_real_engine_expands_the_quickstart_grid(workdir, capsys):
     (workdir / "recipes").mkdir()
-    (workdir / "recipes" / "quickstart.yaml").write_text("model: {}\n")
+    (workdir / "recipes" / "quickstart_hint.yaml").write_text("model: {}\n")
     sweep = run_sweep(GRID_FILE, dry_run=True)
     params = [r.params for r in sweep.runs]
     assert len(params) == 4

@@ -33,7 +33,7 @@ def tiny_grid(folder):
                           "step": HOLD_AT}}]},
     }))
     sweep = yaml.safe_load(GRID.read_text())
-    at = sweep["command"].index("recipes/quickstart.yaml") + 1
+    at = sweep["command"].index("recipes/quickstart_hint.yaml") + 1
     sweep["command"][at:at] = ["--config", str(overlay)]
     sweep["parameters"]["trainer.max_steps"] = {"value": MAX_STEPS}
     sweep["parameters"]["trainer.val_check_interval"] = {"value": VAL_EVERY}

@@ -15,7 +15,7 @@ from test_cli import TINY
 
 
 def fit(run, *extra):
-    main(["fit", "--config", "recipes/quickstart.yaml", "--trainer.val_check_interval=2",
+    main(["fit", "--config", "recipes/quickstart_hint.yaml", "--trainer.val_check_interval=2",
           f"--trainer.default_root_dir={run}", *TINY, *extra])
 
 
