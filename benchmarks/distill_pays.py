@@ -124,6 +124,9 @@ def arms(system: str) -> dict[str, list[str]]:
         # selected twin computes it exactly, so it is not trained (twin steps 0; its time goes to spiking steps), and
         # the spiking fine-tune warms its learning rate up to a low peak so that Adam's first steps keep the start
         "select_nested+lowlr": ["nested", f"--{WARM}.teacher_output_weight=0.0", f"--{WARM}.twin_hint_weight=1.0"],
+        # that combination minus one lever each: the twin hint, and the low-peak schedule (the recipe's cosine from 1e-3)
+        "select_nested+lowlr-twin_hint": ["nested", f"--{WARM}.teacher_output_weight=0.0"],
+        "select_nested-lowlr": ["nested", f"--{WARM}.teacher_output_weight=0.0", f"--{WARM}.twin_hint_weight=1.0"],
         # its control: the best teacher-free recipe with the same fine-tune schedule
         "strict+twin_hint+lowlr": [*alone, f"--{WARM}.twin_hint_weight=1.0"],
         # the best teacher-free recipe, plus the published teacher's output as a second target in the spiking
@@ -148,9 +151,9 @@ CONTROLS = ("plain", "strict", "strict+twin_hint")
 #: arms whose warm start is off get its time as extra spiking steps
 NO_WARM_START = {"plain"}
 #: arms whose twin is the teacher's selected network, untrained: the twin's time goes to spiking steps too
-UNTRAINED_TWIN = {"select_nested+lowlr"}
+UNTRAINED_TWIN = {"select_nested+lowlr", "select_nested+lowlr-twin_hint", "select_nested-lowlr"}
 #: arms whose spiking fine-tune uses the low-peak warm-up schedule (``low_lr_schedule``)
-LOW_LR = {"select_nested+lowlr", "strict+twin_hint+lowlr"}
+LOW_LR = {"select_nested+lowlr", "select_nested+lowlr-twin_hint", "strict+twin_hint+lowlr"}
 #: warm-started arms whose twin steps run no teacher (none, or one used only to initialise): they get the
 #: teacher's forward passes as extra twin steps
 NO_TEACHER = {"strict", "strict+select", "strict+twin_hint+lowlr", "strict+select_nested+twin_hint", "strict+wcal", "strict+wcal16", "strict+twin_hint", "strict+od",

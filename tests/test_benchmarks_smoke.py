@@ -63,7 +63,8 @@ def test_distill_pays_nested_arms_start_from_the_nested_teacher(capsys, tmp_path
         eval_size=64, train=tmp_path, eval=tmp_path, nested_teacher=teacher, data_seed=None, untrained_twin_steps=1100,
         low_lr=3e-4)
     configs = {}
-    for arm in ("distilled_nested+twin_hint", "strict+select_nested+twin_hint", "select_nested+lowlr"):
+    for arm in ("distilled_nested+twin_hint", "strict+select_nested+twin_hint", "select_nested+lowlr",
+                "select_nested+lowlr-twin_hint", "select_nested-lowlr"):
         with pytest.raises(SystemExit) as exit_:
             main([*distill_pays.arm_args(arm, 0, args, tmp_path / arm)[:-1], "--print_config"])
         assert exit_.value.code == 0
@@ -71,9 +72,10 @@ def test_distill_pays_nested_arms_start_from_the_nested_teacher(capsys, tmp_path
     for init in configs.values():
         assert init["teacher"]["init_args"]["nested_features"] == 24 and init["teacher"]["init_args"]["checkpoint"] == str(teacher)
         assert init["teacher"]["init_args"]["nested_levels"] == 4  # the file's own arguments
-        assert init["warm_start"]["select_from_teacher"] is True and init["warm_start"]["twin_hint_weight"] == 1.0
+        assert init["warm_start"]["select_from_teacher"] is True
         assert init["hints"] == [] and init["warm_start"]["twin_hints"] is False
     distilled, strict = configs["distilled_nested+twin_hint"], configs["strict+select_nested+twin_hint"]
+    assert distilled["warm_start"]["twin_hint_weight"] == strict["warm_start"]["twin_hint_weight"] == 1.0
     assert (distilled["warm_start"]["teacher_output_weight"], distilled["warm_start"]["twin_steps"]) == (1.0, 1000)
     assert (strict["warm_start"]["teacher_output_weight"], strict["warm_start"]["twin_steps"]) == (0.0, 1700)
     # the whole nested network: no twin training, the twin's time as spiking steps, a warm-up to a low peak
@@ -93,6 +95,12 @@ def test_distill_pays_nested_arms_start_from_the_nested_teacher(capsys, tmp_path
     assert lrs[0] == pytest.approx(3e-4 / 25) and max(lrs) == pytest.approx(3e-4, rel=1e-3)
     assert lrs.index(max(lrs)) == pytest.approx(55, abs=2) and lrs[-1] < 3e-4 / 90
     assert "--trainer.max_steps=1100" in distill_pays.arm_args("select_nested+lowlr", 0, args, tmp_path / "w")
+    # the ablation arms: the same minus the twin hint, or minus the schedule (the recipe's cosine)
+    no_hint, no_schedule = configs["select_nested+lowlr-twin_hint"], configs["select_nested-lowlr"]
+    assert no_hint["warm_start"]["twin_hint_weight"] == 0.0 and no_hint["scheduler"] == schedule
+    assert no_schedule["warm_start"]["twin_hint_weight"] == 1.0 and no_schedule["warm_start"]["twin_steps"] == 0
+    assert no_schedule["scheduler"]["class_path"].endswith("CosineAnnealingLR")
+    assert no_schedule["scheduler"]["init_args"]["T_max"] == 1100
     assert not any("data.init_args.seed" in a for a in distill_pays.arm_args("strict+twin_hint", 0, args, tmp_path))
     args.data_seed = 1
     with pytest.raises(SystemExit):
