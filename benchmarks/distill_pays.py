@@ -377,14 +377,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("--ship", type=Path, default=None,
-                        help="export seed 0's distilled, strict and plain students into this folder, then stop")
+                        help="export one seed's distilled, strict and plain students into this folder, then stop")
+    parser.add_argument("--ship-seed", type=int, default=0, help="the seed whose runs --ship exports")
     parser.add_argument("--ship-arms", nargs=3, default=["distilled", "strict", "plain"], choices=list(ARMS),
                         metavar=("DISTILLED", "STRICT", "PLAIN"), help="the arms --ship exports, in that order")
     args = parser.parse_args(argv)
     args.runs_dir = args.runs_dir.resolve()
     args.train, args.eval = args.train.resolve(), args.eval.resolve()
     if args.ship is not None:
-        ship(args)
+        ship(args, args.ship_seed)
         return
     jobs = [(arm, seed) for seed in args.seeds for arm in args.arms]
     rows: list[dict[str, Any]] = []
