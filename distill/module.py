@@ -139,15 +139,19 @@ class RestorationBase(L.LightningModule):
             self.warm_start_report, self.twin_hint = start_warm(self, self.warm_start, self.warm_start_report,
                                                                 self._twin_state)
 
+    def on_train_start(self) -> None:
+        """Refuse a one-cycle schedule shorter than the run before the first step (torch fails at step total + 1)."""
+        scheduler, steps = self.lr_schedulers(), self.trainer.max_steps
+        if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and scheduler.total_steps < steps:
+            raise ConfigError(f"scheduler OneCycleLR total_steps={scheduler.total_steps} is fewer than trainer.max_steps="
+                              f"{steps}: it cannot step past its end; set model.init_args.scheduler.init_args.total_steps "
+                              f">= {steps}")
+
     def configure_optimizers(self) -> Any:
         optimizer = build_from_recipe("optimizer", self.optimizer_factory, self.trainable_parameters())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = build_from_recipe("scheduler", self.scheduler_factory, optimizer)
-        total, steps = getattr(scheduler, "total_steps", None), self.trainer.max_steps
-        if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and total < steps:
-            raise ConfigError(f"scheduler OneCycleLR total_steps={total} is fewer than trainer.max_steps={steps}: it "
-                              f"cannot step past its end; set model.init_args.scheduler.init_args.total_steps >= {steps}")
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def trainable_parameters(self) -> list[nn.Parameter]:
