@@ -26,6 +26,11 @@ from distill.tiling import restore_tiled
 from distill.warm_start import TwinHint, WarmStart, save_warm_start, saved_warm_start, start_warm
 
 
+TRAIN_MEMORY_ADVICE = "lower data.init_args.batch_size or patch_size, or the student's timesteps or features"
+EVAL_MEMORY_ADVICE = ("lower the student's timesteps or features, or set data.init_args.eval_size to score centre "
+                      "crops (or lower batch_size)")
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """True for torch's out-of-memory errors (CUDA's OutOfMemoryError, the CPU allocator's RuntimeError)."""
     if isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
@@ -79,6 +84,14 @@ def check_channels(datamodule: Any, network: nn.Module, role: str) -> None:
             f"{expected} ({names.get(expected, '?')}); set data.init_args.channels: {expected} or build the "
             f"{role} with in_channels: {channels}"
         )
+
+
+def check_schedule_length(scheduler: Any, steps: int) -> None:
+    """ConfigError for a one-cycle schedule shorter than the run, before the first step (torch fails at total + 1)."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and scheduler.total_steps < steps:
+        raise ConfigError(f"scheduler OneCycleLR total_steps={scheduler.total_steps} is fewer than trainer.max_steps="
+                          f"{steps}: it cannot step past its end; set model.init_args.scheduler.init_args.total_steps "
+                          f">= {steps}")
 
 
 class RestorationBase(L.LightningModule):
@@ -140,12 +153,7 @@ class RestorationBase(L.LightningModule):
                                                                 self._twin_state)
 
     def on_train_start(self) -> None:
-        """Refuse a one-cycle schedule shorter than the run before the first step (torch fails at step total + 1)."""
-        scheduler, steps = self.lr_schedulers(), self.trainer.max_steps
-        if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and scheduler.total_steps < steps:
-            raise ConfigError(f"scheduler OneCycleLR total_steps={scheduler.total_steps} is fewer than trainer.max_steps="
-                              f"{steps}: it cannot step past its end; set model.init_args.scheduler.init_args.total_steps "
-                              f">= {steps}")
+        check_schedule_length(self.lr_schedulers(), self.trainer.max_steps)
 
     def configure_optimizers(self) -> Any:
         optimizer = build_from_recipe("optimizer", self.optimizer_factory, self.trainable_parameters())
@@ -170,10 +178,9 @@ class RestorationBase(L.LightningModule):
         return pred, terms
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        advice = "lower data.init_args.batch_size or patch_size, or the student's timesteps or features"
         batch_size = batch["input"].shape[0]
         spike_losses = SpikeLosses(self.network, self.rate_regularizer, self.rate_targets, self.twin_hint)
-        with out_of_memory_as_error(f"training step {self.global_step}", batch, self.network, advice), \
+        with out_of_memory_as_error(f"training step {self.global_step}", batch, self.network, TRAIN_MEMORY_ADVICE), \
                 spike_losses.tapped():
             _, terms = self.compute_losses(batch)
         terms.update(spike_losses.terms(batch["input"], self.global_step,
@@ -190,21 +197,15 @@ class RestorationBase(L.LightningModule):
         """Images scored per role: the degraded input and the network's prediction."""
         return {"input": batch["input"], self.network_role: self(batch["input"], batch["sigma"])}
 
-    def _evaluate(self, batch: dict[str, Any]) -> dict[str, Tensor]:
-        advice = ("lower the student's timesteps or features, or set data.init_args.eval_size to score "
-                  "centre crops (or lower batch_size)")
-        with out_of_memory_as_error("evaluation", batch, self.network, advice):
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        """Score the batch; the scored images by role are returned for the run report's samples."""
+        with out_of_memory_as_error("evaluation", batch, self.network, EVAL_MEMORY_ADVICE):
             outputs = {role: image.clamp(0, 1) for role, image in self.evaluation_outputs(batch).items()}
         for role, image in outputs.items():
             self.scores[role].update(image, batch["target"])
         return outputs
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch)
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
-        """Score the batch; the scored images by role are returned for the run report's samples."""
-        return self._evaluate(batch)
+    validation_step = test_step
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """Restore `batch["input"]`, in overlapping tiles when `predict_tiles` is set."""
