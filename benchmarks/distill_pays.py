@@ -48,7 +48,7 @@ WARM = "model.init_args.warm_start"
 #: system -> (base recipe, anchor mode, IPOL FFDNet preset); strict / plain are `<base>_alone` / `<base>_scratch`
 SYSTEMS = {
     "gray": ("recipes/quickstart_hint.yaml", "gray", "ipol_gray"),
-    "rgb": ("recipes/distill/spiden_rgb.yaml", "rgb", "ipol_color"),
+    "rgb": ("recipes/distill/spiden_rgb_restormer.yaml", "rgb", "ipol_color"),
 }
 FFDNET_FILES = {"ipol_gray": "ffdnet_weights_gray.pth", "ipol_color": "ffdnet_weights_rgb.pth"}
 #: the presets' arguments in full: an overriding teacher keeps same-named arguments of the recipe's own teacher
