@@ -173,7 +173,7 @@ class RestorationBase(L.LightningModule):
         terms = {"restoration": loss}
         # a network may restore in more than one way (a DnCNN's nested width): each way is trained as well
         auxiliary = getattr(self.network, "auxiliary_outputs", None)
-        for name, extra in (auxiliary(batch["input"]) if auxiliary else {}).items():
+        for name, extra in (auxiliary(batch["input"], batch["sigma"]) if auxiliary else {}).items():
             terms[name] = self.restoration_loss(extra, batch["target"], self.global_step)[0]
         return pred, terms
 

@@ -7,7 +7,14 @@ import numbers
 
 from .errors import ConfigError
 
-__all__ = ["check_int", "check_number"]
+__all__ = ["check_bool", "check_int", "check_number"]
+
+
+def check_bool(name: str, value: object) -> bool:
+    """``value``, if it is a bool: a recipe's ``1`` or ``"yes"`` is refused rather than read as a switch."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r} is not allowed: use true or false")
+    return value
 
 
 def check_int(name: str, value: object, minimum: int = 1, hint: str = "") -> int:

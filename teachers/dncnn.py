@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spikedistill_core.checks import check_int
+from spikedistill_core.checks import check_bool, check_int
 from spikedistill_core.errors import ConfigError
 from students.neurons import QCFS
 from students.transfer import positive_quantile
@@ -66,6 +66,7 @@ class DnCNN(nn.Module):
         zero_tail: bool = False,
         nested_features: int | None = None,
         nested_levels: int | None = None,
+        noise_map: bool = False,
     ) -> None:
         """``zero_tail``: start the last conv at zero, so the untrained model is the identity. Trained from
         scratch at 3 channels, the default (KAIR's) init sits at the identity plateau for a few hundred
@@ -78,7 +79,10 @@ class DnCNN(nn.Module):
         ``nested_levels``: the nested network's activations are QCFS with that many levels and a learned
         threshold per layer (``students.neurons.QCFS``), so a twin of a student with that many time steps,
         selected from it, computes exactly the nested output (ReLU when None). The thresholds start at the
-        99.9th percentile of each layer's positive pre-activations on the first training batch."""
+        99.9th percentile of each layer's positive pre-activations on the first training batch.
+
+        ``noise_map``: the noise level (0-1 scale) enters as one more input channel, constant over the image, as in
+        FFDNet, so one network serves every level (blind training); ``forward`` then takes ``sigma`` ([B])."""
         super().__init__()
         check_int("in_channels", in_channels)
         check_int("features", features)
@@ -93,13 +97,15 @@ class DnCNN(nn.Module):
                                   "statistics cannot serve both the full and the nested width")
         if nested_levels is not None and nested_features is None:
             raise ConfigError(f"DnCNN nested_levels={nested_levels} needs nested_features: it quantises the nested network")
+        check_bool("noise_map", noise_map)
         self.nested_features = nested_features
         self.nested_levels = nested_levels
+        self.noise_map = self.needs_sigma = noise_map
         self.in_channels = in_channels
         self.features = features
         self.depth = depth
         self.bn = bn
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, features, 3, padding=1, bias=True), nn.ReLU()]
+        layers: list[nn.Module] = [nn.Conv2d(in_channels + noise_map, features, 3, padding=1, bias=True), nn.ReLU()]
         for _ in range(depth - 2):
             layers.append(nn.Conv2d(features, features, 3, padding=1, bias=True))
             if bn:
@@ -122,11 +128,20 @@ class DnCNN(nn.Module):
             raise ConfigError(f"DnCNN preset {name!r} unknown; allowed: {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides}, checkpoint=checkpoint)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the denoised image ``x - body(x)``."""
-        return x - self.body(x)
+    def _with_map(self, x: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
+        """The body's input: ``x``, and with ``noise_map`` the level ``sigma`` ([B]) as one more constant channel."""
+        if not self.noise_map:
+            return x
+        if sigma is None:
+            raise ConfigError("this DnCNN has noise_map=True: call it with the noise level, model(x, sigma)")
+        level = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
+        return torch.cat([x, level.expand(x.shape[0], 1, *x.shape[2:])], dim=1)
 
-    def nested_output(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """Return the denoised image ``x - body(x)`` (``sigma`` only with ``noise_map``)."""
+        return x - self.body(self._with_map(x, sigma))
+
+    def nested_output(self, x: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
         """The nested sub-network's denoised image: every conv restricted to its first ``nested_features``
         channels (shared weights, so its loss trains them for both widths)."""
         if self.nested_features is None:
@@ -135,7 +150,7 @@ class DnCNN(nn.Module):
         convs = [m for m in self.body if isinstance(m, nn.Conv2d)]
         acts = getattr(self, "nested_acts", None)
         first_batch = acts is not None and self.training and not bool(self.nested_thresholds_set)
-        h = x
+        h = self._with_map(x, sigma)
         for i, conv in enumerate(convs):
             last = i == len(convs) - 1
             weight = conv.weight if i == 0 else conv.weight[:, :k]
@@ -154,9 +169,9 @@ class DnCNN(nn.Module):
             self.nested_thresholds_set.fill_(True)
         return x - h
 
-    def auxiliary_outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def auxiliary_outputs(self, x: torch.Tensor, sigma: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Restorations trained beside ``forward`` (the training module adds a loss for each): the nested one."""
-        return {} if self.nested_features is None else {"nested": self.nested_output(x)}
+        return {} if self.nested_features is None else {"nested": self.nested_output(x, sigma)}
 
     def hint_points(self) -> list[str]:
         """Module paths of the post-ReLU feature maps, first to last."""

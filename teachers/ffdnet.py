@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spikedistill_core.checks import check_int
+from spikedistill_core.checks import check_bool, check_int
 from spikedistill_core.errors import CheckpointError, ConfigError
 from teachers.weights import load_weights, read_state_dict
 
@@ -95,8 +95,7 @@ class FFDNet(nn.Module):
         check_int("depth", depth, minimum=2)
         if layout not in LAYOUTS:
             raise ConfigError(f"FFDNet layout={layout!r} unknown; allowed: {list(LAYOUTS)}")
-        if not isinstance(residual, bool):
-            raise ConfigError(f"FFDNet residual={residual!r} is not allowed; it must be true or false")
+        check_bool("FFDNet residual", residual)
         self.in_channels, self.features, self.depth = in_channels, features, depth
         self.layout, self.preset = layout, preset
         ipol = layout == "ipol"

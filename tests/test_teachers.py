@@ -136,6 +136,25 @@ def test_dncnn_nested_output_is_the_narrow_network_made_of_its_first_channels() 
         narrow.nested_output(x)
 
 
+def test_dncnn_noise_map_is_one_more_constant_input_channel_holding_each_images_level() -> None:
+    """``noise_map``: the first conv sees [image, sigma everywhere]; checked against a plain conv stack fed that
+    input by hand, per image, so a map broadcast across the batch or left out would fail."""
+    torch.manual_seed(3)
+    net = DnCNN(1, 6, 3, bn=False, noise_map=True, nested_features=2)
+    assert net.needs_sigma and not DnCNN().needs_sigma
+    assert net.body[0].in_channels == 2
+    x, sigma = torch.rand(2, 1, 7, 5), torch.tensor([0.1, 0.4])
+    for i in range(2):
+        by_hand = torch.cat([x[i:i + 1], torch.full((1, 1, 7, 5), float(sigma[i]))], dim=1)
+        assert torch.allclose(net(x, sigma)[i:i + 1], x[i:i + 1] - net.body(by_hand), atol=1e-6)
+    assert not torch.allclose(net(x, sigma)[0], net(x, sigma.flip(0))[0], atol=1e-4)
+    assert set(net.auxiliary_outputs(x, sigma)) == {"nested"}
+    with pytest.raises(ConfigError, match="noise_map=True"):
+        net(x)
+    with pytest.raises(ConfigError, match="noise_map=1"):
+        DnCNN(noise_map=1)
+
+
 def test_quantised_nested_dncnn_sets_thresholds_on_its_first_training_batch_then_learns_them() -> None:
     """``nested_levels``: QCFS activations in the nested network; the first training batch puts each threshold at
     the 99.9th percentile of its layer's positive pre-activations (checked on the head by hand), later batches keep
