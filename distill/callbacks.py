@@ -144,7 +144,7 @@ class ConvergenceMonitor(ResultsSection):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        scores = pl_module.evaluation_scores()  # this hook runs before the module's, which resets them
+        scores = pl_module.scores.current()  # this hook runs before the module's, which resets them
         self.tracker.update(trainer.global_step, scores[pl_module.network_role]["psnr"], teacher_psnr(scores))
         for name, value in self.summary(teacher_psnr(scores)).items():
             pl_module.log(name, float(value), sync_dist=True)

@@ -25,6 +25,7 @@ Protocol (also returned by `RestorationMetrics.protocol()` for results.json):
 """
 from __future__ import annotations
 
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -161,3 +162,26 @@ class RestorationMetrics(nn.Module):
 
     def forward(self, pred: Tensor, target: Tensor) -> None:  # pragma: no cover - alias
         self.update(pred, target)
+
+
+class ScoresByRole(nn.ModuleDict):
+    """One `RestorationMetrics` per scored role (the degraded input, the model, a teacher), fed and read together."""
+
+    def __init__(self, roles: tuple[str, ...], **protocol: Any) -> None:
+        super().__init__({role: RestorationMetrics(**protocol) for role in roles})
+
+    def score(self, images: dict[str, Tensor], target: Tensor) -> None:
+        """Add each role's images, scored against the same ``target``."""
+        for role, image in images.items():
+            self[role].update(image, target)
+
+    def current(self) -> dict[str, dict[str, float]]:
+        """``{role: {"psnr", "ssim"}}`` over the images seen since the last `collect`."""
+        return {role: metric.compute() for role, metric in self.items()}
+
+    def collect(self) -> dict[str, dict[str, float]]:
+        """`current`, then reset for the next evaluation."""
+        scores = self.current()
+        for metric in self.values():
+            metric.reset()
+        return scores

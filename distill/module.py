@@ -18,7 +18,7 @@ from distill.data.base import align_loader_states, upgrade_loader_states
 from distill.energy import resolve_constants
 from distill.errors import ConfigError, TrainingError
 from distill.losses import RestorationLoss
-from distill.metrics import RestorationMetrics
+from distill.metrics import ScoresByRole
 from distill.modeling import count_parameters, run_model, save_hyperparameters_without_networks
 from distill.rate_regularizer import RateRegularizer
 from distill.spike_losses import SpikeLosses
@@ -113,8 +113,7 @@ class RestorationBase(L.LightningModule):
         self.rate_targets: dict[str, float | None] = {}  # the penalised neurons, set in setup
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        options = {"y_channel": y_channel, "crop_border": crop_border, "data_range": 1.0}
-        self.scores = nn.ModuleDict({role: RestorationMetrics(**options) for role in self.scored_roles})
+        self.scores = ScoresByRole(self.scored_roles, y_channel=y_channel, crop_border=crop_border, data_range=1.0)
         self.convergence_targets = convergence or ConvergenceTargets()  # read by ConvergenceMonitor
         self.energy_constants = resolve_constants(energy)  # read by EnergyMonitor
         self.val_scores: dict[str, dict[str, float]] = {}
@@ -201,8 +200,7 @@ class RestorationBase(L.LightningModule):
         """Score the batch; the scored images by role are returned for the run report's samples."""
         with out_of_memory_as_error("evaluation", batch, self.network, EVAL_MEMORY_ADVICE):
             outputs = {role: image.clamp(0, 1) for role, image in self.evaluation_outputs(batch).items()}
-        for role, image in outputs.items():
-            self.scores[role].update(image, batch["target"])
+        self.scores.score(outputs, batch["target"])
         return outputs
 
     validation_step = test_step
@@ -215,17 +213,10 @@ class RestorationBase(L.LightningModule):
             restored = restore_tiled(lambda x: run_model(self.network, x, sigma), batch["input"], tile, overlap)
         return restored.clamp_(0, 1)  # in place: the output is a new tensor, and may be image-sized
 
-    def evaluation_scores(self) -> dict[str, dict[str, float]]:
-        """Each role's scores over the images evaluated since the last reset (computed once, then cached)."""
-        return {role: {k: float(v) for k, v in metric.compute().items()} for role, metric in self.scores.items()}
-
     def _collect_scores(self, stage: str) -> dict[str, dict[str, float]]:
-        scores = self.evaluation_scores()
-        for role, values in scores.items():
-            self.scores[role].reset()
-            for name, value in values.items():
-                # the torchmetrics states are already reduced over all processes: the same value everywhere
-                self.log(f"{stage}/{role}_{name}", value, sync_dist=True)
+        scores = self.scores.collect()  # torchmetrics states are reduced over all processes: one value everywhere
+        self.log_dict({f"{stage}/{role}_{k}": v for role, vals in scores.items() for k, v in vals.items()},
+                      sync_dist=True)
         return scores
 
     def on_validation_epoch_end(self) -> None:

@@ -13,7 +13,7 @@ from torchmetrics.image import PeakSignalNoiseRatio
 
 from distill.data import read_image, samples_dir
 from distill.errors import ConfigError, DataError
-from distill.metrics import RestorationMetrics, psnr_per_image, rgb_to_y, ssim_per_image
+from distill.metrics import RestorationMetrics, ScoresByRole, psnr_per_image, rgb_to_y, ssim_per_image
 
 # torchmetrics takes 10/ln(10) in float32: PSNR agrees with skimage to ~1e-6 dB, SSIM to 1e-9.
 SK_SSIM = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
@@ -130,3 +130,17 @@ def test_metric_errors():
         m.update(torch.rand(1, 1, 24, 24), torch.rand(1, 1, 24, 24))
     with pytest.raises(DataError, match="differs"):
         m.update(torch.rand(1, 1, 24, 24), torch.rand(1, 1, 24, 23))
+
+
+def test_scores_by_role_keep_each_roles_images_apart_and_collect_resets(gray_pairs):
+    """Each role's PSNR is the scikit-image mean over its own images; `collect` starts the next evaluation empty."""
+    noisy, clean = gray_pairs
+    blurred = torch.nn.functional.avg_pool2d(noisy, 3, stride=1, padding=1)
+    scores = ScoresByRole(("input", "model"))
+    scores.score({"input": noisy, "model": blurred}, clean)
+    for role, images in (("input", noisy), ("model", blurred)):
+        expected = np.mean([sk_psnr(c[0].double().numpy(), i[0].double().numpy(), data_range=1.0)
+                            for c, i in zip(clean, images)])
+        assert scores.current()[role]["psnr"] == pytest.approx(expected, abs=1e-5)
+    assert scores.collect() != {}
+    assert all(math.isnan(s["psnr"]) for s in scores.current().values())
