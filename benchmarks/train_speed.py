@@ -185,7 +185,7 @@ def swap_neurons(model: nn.Module, wrap: Callable[[nn.Module], nn.Module]) -> li
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         wrapper = wrap(neuron)
-        parent._modules[child] = wrapper
+        setattr(parent, child, wrapper)  # works for Sequential indices too ("0")
         wrappers.append(wrapper)
     return wrappers
 
