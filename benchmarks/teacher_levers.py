@@ -87,7 +87,7 @@ def run_one(lever: str, args: argparse.Namespace) -> dict[str, Any]:
     history = results["convergence"]["history"]
     return {"lever": lever, "anchor_psnr": json.loads(anchor.read_text())["anchor_psnr"],
             "psnr": results["metrics"]["model"]["psnr"], "seconds": results["convergence"]["train_seconds"],
-            "steps": history[-1]["step"] if history else None, "history": history}
+            "steps": results["run"]["global_step"], "history": history}
 
 
 def summarise(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
