@@ -388,9 +388,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ship", type=Path, default=None,
                         help="export one seed's distilled, strict and plain students into this folder, then stop")
     parser.add_argument("--ship-seed", type=int, default=0, help="the seed whose runs --ship exports")
-    parser.add_argument("--ship-arms", nargs=3, default=["distilled", "strict", "plain"], choices=list(ARMS),
-                        metavar=("DISTILLED", "STRICT", "PLAIN"), help="the arms --ship exports, in that order")
+    parser.add_argument("--ship-arms", nargs="+", default=["distilled", "strict", "plain"], choices=list(ARMS),
+                        metavar="ARM", help="the arms --ship exports as the distilled student, then the strict and "
+                                            "the plain control; with fewer, only the first files (e.g. a new "
+                                            "distilled student beside controls shipped before)")
     args = parser.parse_args(argv)
+    if len(args.ship_arms) > len(SHIPPED_SUFFIXES):
+        parser.error(f"--ship-arms takes at most {len(SHIPPED_SUFFIXES)} arms (distilled, strict, plain), "
+                     f"got {len(args.ship_arms)}: {' '.join(args.ship_arms)}")
     args.runs_dir = args.runs_dir.resolve()
     args.train, args.eval = args.train.resolve(), args.eval.resolve()
     if args.ship is not None:
