@@ -3,7 +3,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from omegaconf import OmegaConf
 
 from distill.export import embedded_check, load_network
@@ -20,13 +19,13 @@ def test_the_three_quickstart_students_are_shipped():
     assert {"quickstart_gray_s25.pt", "quickstart_gray_s25_alone.pt", "quickstart_gray_s25_scratch.pt"} <= names
 
 
-
 def test_the_distilled_quickstart_student_comes_from_the_quickstart_recipes_teacher():
     """README pairs the shipped distilled student with `recipes/quickstart.yaml`: its teacher must be that file."""
     recipe = OmegaConf.load(REPO / "recipes" / "quickstart.yaml")
     teacher = REPO / recipe.model.init_args.teacher.init_args.checkpoint
     prov = torch.load(REPO / "students" / "pretrained" / "quickstart_gray_s25.pt", weights_only=True)["provenance"]
     assert prov["teacher"]["sha256"] == sha256_file(teacher)
+
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_student_rebuilds_and_scores_as_recorded(path, single_thread):
