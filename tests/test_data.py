@@ -20,6 +20,7 @@ from distill.data import (
     read_image,
     samples_dir,
 )
+from distill.data.images import to_tensor
 from distill.errors import ConfigError, DataError
 
 
@@ -281,6 +282,21 @@ def test_small_images_error_and_skip(tmp_path):
     dm = DenoisingDataModule(train=[str(d)], patch_size=64, small_images="skip")
     with pytest.warns(UserWarning), pytest.raises(DataError, match="every training image"):
         dm.records("train")
+
+
+def test_embedded_entry_trains_beside_own_folders(tmp_path):
+    """The entry ``skimage-samples`` adds the embedded split to one's own folders, with the right split per role."""
+    own = _folder(tmp_path, n=2, size=(40, 40), rgb=False)
+    dm = DenoisingDataModule(train=[own, "skimage-samples"], val=["skimage-samples"], patch_size=16)
+    names = [r.name for r in dm.records("train")]
+    assert names == ["imgs/img0.png", "imgs/img1.png"] + [f"skimage-samples/{n}" for n in SAMPLES_TRAIN]
+    assert [r.name for r in dm.records("val")] == [f"skimage-samples/{n}" for n in SAMPLES_VAL]
+    camera = read_image(samples_dir() / "camera.png", 1)
+    assert torch.equal(to_tensor(dm.records("val")[0].target), camera)
+    assert dm.split_names["train"] == "imgs+skimage-samples"
+    with pytest.raises(DataError, match="skimage-sample"):
+        DenoisingDataModule(train=[own, "skimage-sample"])  # a typo is a missing folder, not the embedded split
+
 
 
 @pytest.mark.parametrize(

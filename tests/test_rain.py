@@ -161,3 +161,13 @@ def test_synthetic_on_clean_folders(tmp_path):
     assert float((b["input"] - b["target"]).min()) >= -1e-6
     vb = next(iter(dm.val_dataloader()))
     assert vb["name"] == ["clean/c.png"] and not torch.equal(vb["input"], vb["target"])
+
+
+def test_embedded_entry_needs_synthetic_rain(tmp_path):
+    """The embedded samples have no rainy partners: beside paired folders they need synthetic rain."""
+    root = _rain100(tmp_path)
+    with pytest.raises(ConfigError, match="'skimage-samples'.*synthetic"):
+        DerainingDataModule(train=[str(root), "skimage-samples"], patch_size=16).records("train")
+    dm = DerainingDataModule(train=[str(root), "skimage-samples"], synthetic="light", patch_size=16)
+    names = [r.name for r in dm.records("train")]
+    assert names[0].startswith("norain/") and "skimage-samples/astronaut.png" in names

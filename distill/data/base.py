@@ -338,17 +338,22 @@ def process_group() -> tuple[int, int]:
 
 
 def check_folders(name: str, value: object) -> list[str] | None:
-    """None, one folder, or a non-empty list of folders -> list of str; folders must exist."""
+    """None, one folder, or a non-empty list of folders -> list of str; folders must exist, except the entry
+    ``skimage-samples``, which stands for the embedded split (so photos of one's own can be trained beside it)."""
     if value is None:
         return None
     if isinstance(value, (str, os.PathLike)):
         value = [value]
     if not isinstance(value, (list, tuple)) or not value:
-        raise ConfigError(f"{name}={value!r} is not allowed: use null (embedded samples) or a list of folders")
+        raise ConfigError(f"{name}={value!r} is not allowed: use null (embedded samples) or a list of folders "
+                          f"(the entry {SAMPLES_NAME!r} adds the embedded samples)")
     out = []
     for v in value:
         if not isinstance(v, (str, os.PathLike)) or not str(v):
             raise ConfigError(f"{name}: folder {v!r} is not a path")
+        if v == SAMPLES_NAME:
+            out.append(v)
+            continue
         p = Path(v)
         if not p.exists():
             raise DataError(f"{name}: image folder {str(p)!r} does not exist")
@@ -375,17 +380,15 @@ def check_unique_names(records: Sequence[ImageRecord], split: str) -> None:
 
 
 def load_flat_records(folders: Sequence[str] | None, split: str, channels: int) -> list[ImageRecord]:
-    """Clean images of `folders` (or of the embedded split when None) as records."""
+    """Clean images of `folders` (of the embedded split when None, or for the entry ``skimage-samples``) as
+    records, named ``folder/file`` (the embedded split alone keeps bare file names, which seed its eval noise)."""
     records = []
-    if folders is None:
-        for p in sample_paths(split):
-            records.append(ImageRecord(name=p.name, key=p.name, target=load_image(p, channels), path=str(p)))
-    else:
-        for folder in folders:
-            base = Path(folder).resolve().name
-            for p in list_images(folder):
-                records.append(ImageRecord(name=f"{base}/{p.name}", key=p.name,
-                                           target=load_image(p, channels), path=str(p)))
+    for folder in [SAMPLES_NAME] if folders is None else folders:
+        embedded = folder == SAMPLES_NAME
+        prefix = "" if folders is None else f"{SAMPLES_NAME if embedded else Path(folder).resolve().name}/"
+        for p in sample_paths(split) if embedded else list_images(folder):
+            records.append(ImageRecord(name=f"{prefix}{p.name}", key=p.name, target=load_image(p, channels),
+                                       path=str(p)))
     check_unique_names(records, split)
     return records
 

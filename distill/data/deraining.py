@@ -93,6 +93,9 @@ class DerainingDataModule(RestorationDataModule):
         if folders is None:
             return load_flat_records(None, split, self.channels)
         if self.synthetic is None:
+            if SAMPLES_NAME in folders:
+                raise ConfigError(f"{split}: the entry {SAMPLES_NAME!r} (the embedded samples) has no rainy partners; "
+                                  "set synthetic to a rain preset to train or score on it")
             return load_paired_records(folders, split, self.channels)
         clean = []
         for f in folders:
