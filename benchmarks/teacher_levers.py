@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO, command_line, machine_info, machine_line, md_table  # noqa: E402
 from benchmarks.distill_pays import DEFAULT_EVAL, DEFAULT_TRAIN, anchor_score  # noqa: E402
+from distill.data.samples import SAMPLES_NAME  # noqa: E402
 from distill.io import atomic_write_json, atomic_write_text  # noqa: E402
 from distill.sweep import run_job  # noqa: E402
 
@@ -35,7 +36,7 @@ DEFAULT_RECIPE = "recipes/teachers/dncnn_quickstart.yaml"
 BASE_PATCH = 48
 
 
-def levers(steps: int, lr: float) -> dict[str, tuple[int, int, list[str]]]:
+def levers(steps: int, lr: float, train: Path) -> dict[str, tuple[int, int, list[str]]]:
     """Lever -> (steps, patch size, CLI overrides on top of the recipe); the baseline is L1, Adam, cosine."""
     loss = "--model.init_args.restoration_loss={class_path: distill.losses.RestorationLoss, init_args: {l1: 0.0, mse: 1.0}}"
     warmup = ("--model.init_args.scheduler={class_path: torch.optim.lr_scheduler.OneCycleLR, init_args: "
@@ -54,12 +55,14 @@ def levers(steps: int, lr: float) -> dict[str, tuple[int, int, list[str]]]:
         # the same pixels per run: smaller crops buy more steps, larger ones fewer
         "patch32": (round(steps * (BASE_PATCH / 32) ** 2), 32, []),
         "patch64": (round(steps * (BASE_PATCH / 64) ** 2), 64, []),
+        # more texture: the embedded scikit-image training photos beside --train, at patch32's steps
+        "patch32+embedded": (round(steps * (BASE_PATCH / 32) ** 2), 32, [f"--data.init_args.train=[{train},{SAMPLES_NAME}]"]),
     }
 
 
 def command(lever: str, args: argparse.Namespace, run_dir: Path) -> list[str]:
     """The full `spikedistill fit` argv of one lever's run."""
-    steps, patch, extra = levers(args.steps, args.lr)[lever]
+    steps, patch, extra = levers(args.steps, args.lr, args.train)[lever]
     data = "--data.init_args."
     scheduler = [] if lever == "warmup" else [f"--model.init_args.scheduler.init_args.T_max={steps}"]
     return [
@@ -108,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs-dir", type=Path, default=REPO / "runs" / "teacher_levers")
     parser.add_argument("--recipe", default=DEFAULT_RECIPE, help="the teacher recipe the levers overlay")
-    parser.add_argument("--levers", nargs="+", default=list(levers(1, 1.0)), choices=list(levers(1, 1.0)))
+    names = list(levers(1, 1.0, DEFAULT_TRAIN))
+    parser.add_argument("--levers", nargs="+", default=names, choices=names)
     parser.add_argument("--train", type=Path, default=DEFAULT_TRAIN)
     parser.add_argument("--eval", type=Path, default=DEFAULT_EVAL)
     parser.add_argument("--steps", type=int, default=3000, help="the baseline's steps (48x48 crops)")

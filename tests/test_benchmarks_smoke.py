@@ -158,8 +158,10 @@ def test_teacher_levers_change_one_thing_each(capsys, tmp_path, repo_root, monke
     assert _lever_config("clip", capsys, tmp_path)["trainer"]["gradient_clip_val"] == 0.5
     patch = _lever_config("patch32", capsys, tmp_path)
     assert (patch["data"]["init_args"]["patch_size"], patch["trainer"]["max_steps"]) == (32, 6750)
+    embedded = _lever_config("patch32+embedded", capsys, tmp_path)["data"]["init_args"]
+    assert embedded["train"] == [str(tmp_path / "train"), "skimage-samples"] and embedded["patch_size"] == 32
     # the patch levers see the baseline's pixels: steps x patch^2 is the same
-    for steps, size, _ in teacher_levers.levers(3000, 1e-3).values():
+    for steps, size, _ in teacher_levers.levers(3000, 1e-3, tmp_path).values():
         assert steps * size ** 2 == pytest.approx(3000 * 48 ** 2, rel=1e-3)
 
 
