@@ -42,7 +42,7 @@ from benchmarks.distill_pays import DEFAULT_EVAL, DEFAULT_TRAIN, anchor_score  #
 from distill.io import atomic_write_json, atomic_write_text  # noqa: E402
 from distill.plots import new_figure, save_figure  # noqa: E402
 from distill.results import RESULTS_NAME  # noqa: E402
-from distill.sweep import build_command, prepare, run_job, run_name  # noqa: E402
+from distill.sweep import build_command, load_sweep, prepare, run_job, run_name  # noqa: E402
 
 SWEEP_FILE = "recipes/sweeps/energy_frontier.yaml"
 WIDTH = "model.init_args.student.init_args.features"
@@ -69,9 +69,22 @@ def shared_overrides(args: argparse.Namespace) -> list[str]:
             f"--trainer.val_check_interval={args.val_every}", "--trainer.enable_progress_bar=false"]
 
 
-def steps(count: int) -> list[str]:
-    """`count` optimizer steps with the recipe's cosine decay over all of them."""
-    return [f"--trainer.max_steps={count}", f"--model.init_args.scheduler.init_args.T_max={count}"]
+def scheduler_class(recipes: list[str]) -> str:
+    """The class path of the learning-rate scheduler that the last of `recipes` naming one sets."""
+    import yaml
+
+    found = ""
+    for recipe in recipes:
+        model = (yaml.safe_load((REPO / recipe).read_text()) or {}).get("model") or {}
+        found = ((model.get("init_args") or {}).get("scheduler") or {}).get("class_path", found)
+    return found
+
+
+def steps(count: int, scheduler: str = "CosineAnnealingLR") -> list[str]:
+    """`count` optimizer steps with the recipe's schedule stretched over all of them (OneCycleLR: `total_steps`
+    one more than the steps, as the recipes set it; otherwise the cosine's `T_max`)."""
+    length = f"total_steps={count + 1}" if scheduler.endswith("OneCycleLR") else f"T_max={count}"
+    return [f"--trainer.max_steps={count}", f"--model.init_args.scheduler.init_args.{length}"]
 
 
 def twin_params(width: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -85,12 +98,12 @@ def twin_params(width: int, args: argparse.Namespace) -> dict[str, Any]:
 def plan(args: argparse.Namespace) -> list[Point]:
     """The sweep's runs (with the budget) and one ANN twin per width of the sweep."""
     shared = shared_overrides(args)
-    budget = [*steps(args.steps), f"--model.init_args.warm_start.twin_steps={args.twin_steps}",
-              *(SMOKE_WARM_START if args.smoke else [])]
-    sweep, _ = prepare(SWEEP_FILE, str(args.runs_dir), overrides=[*shared, *budget])
+    budget = [*steps(args.steps, scheduler_class(load_sweep(args.sweep).recipes)),
+              f"--model.init_args.warm_start.twin_steps={args.twin_steps}", *(SMOKE_WARM_START if args.smoke else [])]
+    sweep, _ = prepare(args.sweep, str(args.runs_dir), overrides=[*shared, *budget])
     points = [Point(run.name, "student", Path(run.run_dir), run.command) for run in sweep.runs]
     spec = sweep.spec
-    for width in spec.config["parameters"][WIDTH]["values"]:
+    for width in spec.config["parameters"].get(WIDTH, {}).get("values", []):  # a fixed width: no twin reference
         params = twin_params(width, args)
         name = run_name(f"{spec.name}-ann_twin", params, shared)
         run_dir = args.runs_dir / name
@@ -229,7 +242,8 @@ def target_line(students: list[dict[str, Any]], teacher_psnr: float) -> str:
     return f"{goal} not met; {'; '.join(nearest) or 'no point is at either'}."
 
 
-def frontier_figure(rows: list[dict[str, Any]], teacher: dict[str, Any] | None) -> Figure:
+def frontier_figure(rows: list[dict[str, Any]], teacher: dict[str, Any] | None,
+                    title: str = "strict quickstart recipe") -> Figure:
     """Anchor PSNR against energy per image (log x): students by T (colour), width (marker) and rate target
     (filled: with one), the Pareto set joined, the ANN twins and the teacher marked."""
     fig = new_figure(7.5, 4.8)
@@ -262,7 +276,7 @@ def frontier_figure(rows: list[dict[str, Any]], teacher: dict[str, Any] | None) 
     ax.set_ylabel("PSNR (dB), photos-eval, anchor protocol, σ = 25")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    fig.suptitle("energy-quality frontier: spiking DnCNN students (strict quickstart recipe)")
+    fig.suptitle(f"energy-quality frontier: spiking DnCNN students ({title})")
     return fig
 
 
@@ -278,13 +292,17 @@ def write_summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         "args": {k: str(v) for k, v in vars(args).items()}, "energy_measured_on": measured_on(rows),
         "teacher": teacher, "rows": rows, "pareto": [r["name"] for r in pareto(students)]})
     atomic_write_text(args.runs_dir / "summary.md", summarise(rows, teacher, args))
-    save_figure(frontier_figure(rows, teacher), args.runs_dir / "frontier.png")
+    title = "strict quickstart recipe" if args.sweep == SWEEP_FILE else Path(args.sweep).stem
+    save_figure(frontier_figure(rows, teacher, title), args.runs_dir / "frontier.png")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs-dir", type=Path, default=None,
                         help="default: runs/energy_frontier (runs/energy_frontier_smoke with --smoke)")
+    parser.add_argument("--sweep", default=SWEEP_FILE,
+                        help=f"the sweep file of the spiking points (default {SWEEP_FILE}; "
+                             "recipes/sweeps/energy_frontier_distilled.yaml: the distilled quickstart, with --twin-steps 0)")
     parser.add_argument("--train", type=Path, default=DEFAULT_TRAIN)
     parser.add_argument("--eval", type=Path, default=DEFAULT_EVAL)
     parser.add_argument("--twin-steps", type=int, default=1700, help="warm-start twin steps (distill_pays' strict arm)")

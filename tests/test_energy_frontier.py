@@ -20,7 +20,7 @@ pytest.importorskip("sweeps", reason="planning the frontier needs wandb's sweep 
 
 def options(runs_dir: Path, **kwargs) -> argparse.Namespace:
     values = dict(train=Path("/data/train"), eval=Path("/data/eval"), eval_size=256, val_every=100, steps=400,
-                  twin_steps=1700, smoke=False, runs_dir=runs_dir)
+                  twin_steps=1700, smoke=False, runs_dir=runs_dir, sweep=energy_frontier.SWEEP_FILE)
     return argparse.Namespace(**(values | kwargs))
 
 
@@ -58,6 +58,21 @@ def test_plan_is_the_grid_plus_one_ann_twin_per_width(planned, tmp_path):
         assert given["model.init_args.student.init_args.features"] == width
         assert given["model.init_args.warm_start"] == "null" and "model.init_args.warm_start.twin_steps" not in given
         assert given["trainer.max_steps"] == "2100" == given["model.init_args.scheduler.init_args.T_max"]
+
+
+def test_distilled_sweep_stretches_its_one_cycle_schedule_and_has_no_twin(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    sweep = "recipes/sweeps/energy_frontier_distilled.yaml"
+    planned = energy_frontier.plan(options(tmp_path, sweep=sweep, twin_steps=0, steps=600))
+    assert {p.kind for p in planned} == {"student"} and len(planned) == 9  # the width is fixed: no twin reference
+    for point in planned:
+        given = flags(point.command)
+        assert point.command[point.command.index("fit") + 1:][:2] == ["--config", "recipes/quickstart.yaml"]
+        # quickstart.yaml's OneCycleLR needs total_steps > max_steps; a T_max override would be an unknown key
+        assert given["trainer.max_steps"] == "600" and given["model.init_args.scheduler.init_args.total_steps"] == "601"
+        assert "model.init_args.scheduler.init_args.T_max" not in given
+        assert given["model.init_args.warm_start.twin_steps"] == "0"
+    assert energy_frontier.scheduler_class(["recipes/quickstart_hint.yaml"]) == "torch.optim.lr_scheduler.CosineAnnealingLR"
 
 
 def test_pareto_keeps_the_points_nothing_beats():
