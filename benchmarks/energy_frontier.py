@@ -148,6 +148,7 @@ def row(point: Point) -> dict[str, Any]:
     return {
         "name": point.name, "kind": point.kind, "timesteps": results["timesteps"],
         "features": init["student"]["init_args"]["features"], "rate_target": rate_label(init.get("rate_regularizer")),
+        "twin_hint": float((init.get("warm_start") or {}).get("twin_hint_weight") or 0.0),
         "anchor_psnr": json.loads((point.run_dir / "anchor.json").read_text())["anchor_psnr"],
         "energy_uj": energy["student_uj"], "teacher_uj": energy["teacher_uj"], "ratio": energy["ratio"],
         "mean_firing_rate": energy.get("mean_firing_rate"), "constants": energy["constants"]["name"],
@@ -192,10 +193,11 @@ def table(rows: list[dict[str, Any]], teacher_psnr: float | None) -> str:
         delta = None if teacher_psnr is None else f"{r['anchor_psnr'] - teacher_psnr:+.2f}"
         rate = r["mean_firing_rate"]
         cells.append([r["name"], "ANN" if r["kind"] == "ann_twin" else r["timesteps"], r["features"],
-                      "—" if r["kind"] == "ann_twin" else r["rate_target"], f"{r['anchor_psnr']:.2f}", delta,
+                      "—" if r["kind"] == "ann_twin" else r["rate_target"],
+                      "—" if r["kind"] == "ann_twin" else f"{r['twin_hint']:g}", f"{r['anchor_psnr']:.2f}", delta,
                       f"{r['energy_uj']:,.1f}", f"{r['ratio']:.1f}x", None if rate is None else f"{rate:.3f}",
                       f"{r['seconds']:.0f}"])
-    return md_table(["point", "T", "width", "rate target", "anchor PSNR (dB)", "vs teacher (dB)",
+    return md_table(["point", "T", "width", "rate target", "twin hint", "anchor PSNR (dB)", "vs teacher (dB)",
                      "energy / image (µJ)", "teacher / point", "mean rate", "train s"], cells)
 
 
@@ -244,23 +246,26 @@ def target_line(students: list[dict[str, Any]], teacher_psnr: float) -> str:
 
 def frontier_figure(rows: list[dict[str, Any]], teacher: dict[str, Any] | None,
                     title: str = "strict quickstart recipe") -> Figure:
-    """Anchor PSNR against energy per image (log x): students by T (colour), width (marker) and rate target
-    (filled: with one), the Pareto set joined, the ANN twins and the teacher marked."""
+    """Anchor PSNR against energy per image (log x): students by T (colour), width and twin hint (marker) and rate
+    target (filled: with one), the Pareto set joined, the ANN twins and the teacher marked."""
     fig = new_figure(7.5, 4.8)
     ax = fig.subplots()
     students = [r for r in rows if r["kind"] == "student"]
     widths = sorted({r["features"] for r in rows})
     markers = dict(zip(widths, "os^vD"))
+    kinds = sorted({(r["features"], r["twin_hint"]) for r in students})
+    student_markers = dict(zip(kinds, "osD^vP"))
     for i, timesteps in enumerate(sorted({r["timesteps"] for r in students})):
-        for width in widths:
+        for width, hint in kinds:
             for targeted in (False, True):
                 group = [r for r in students if r["timesteps"] == timesteps and r["features"] == width
-                         and (r["rate_target"] != "none") == targeted]
+                         and r["twin_hint"] == hint and (r["rate_target"] != "none") == targeted]
                 if group:
                     ax.scatter([r["energy_uj"] for r in group], [r["anchor_psnr"] for r in group], s=46,
-                               marker=markers[width], edgecolors=f"C{i}", linewidths=1.5,
+                               marker=student_markers[width, hint], edgecolors=f"C{i}", linewidths=1.5,
                                facecolors=f"C{i}" if targeted else "none",
-                               label=f"T={timesteps}, width {width}{', rate target' if targeted else ''}")
+                               label=f"T={timesteps}, width {width}{f', twin hint {hint:g}' if hint else ''}"
+                                     f"{', rate target' if targeted else ''}")
     if students:
         front = pareto(students)
         ax.plot([r["energy_uj"] for r in front], [r["anchor_psnr"] for r in front], color="0.4", linestyle="--",

@@ -1,7 +1,8 @@
 """`spikedistill data check FOLDER [FOLDER...] --layout flat|paired [--channels 1|3] [--min-size N]`: read every
 image of dataset folders with the loaders training uses (`distill.data.images`, `distill.data.pairs`) and report
 what would fail (missing folder, no images, unreadable file, image smaller than the patch size, rainy/clean files
-without a partner, pairs of different sizes), or a short summary. Exit status 0, or 2 with the errors."""
+without a partner, pairs of different sizes), or a short summary. The entry ``skimage-samples`` checks the embedded
+photos (every split), as a recipe's folder lists accept it. Exit status 0, or 2 with the errors."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from distill.data.images import list_images, load_image
 from distill.data.pairs import find_pairs, load_pair
+from distill.data.samples import SAMPLES_NAME, sample_paths
 from distill.errors import DataError
 
 LAYOUTS = ("flat", "paired")
@@ -39,6 +41,12 @@ def _size_error(path: Path, width: int, height: int, min_size: int) -> str | Non
 def check_folder(folder: str, layout: str, channels: int, min_size: int) -> FolderSummary:
     """Read every image (or pair) of `folder`; problems go to `errors` (a folder-level one stops the folder)."""
     summary = FolderSummary(folder, layout, channels)
+    if folder == SAMPLES_NAME:
+        if layout == "paired":
+            summary.errors.append(f"{SAMPLES_NAME!r} holds clean photos only, not rain pairs: use --layout flat "
+                                  "(deraining recipes add synthetic rain to it)")
+            return summary
+        return read_images(summary, [(None, p) for split in ("train", "val") for p in sample_paths(split)], min_size)
     if not Path(folder).is_dir():  # the paired lookup would only say "no paired layout"
         what = "is not a folder" if Path(folder).exists() else "does not exist"
         summary.errors.append(f"image folder {folder!r} {what}")
@@ -48,6 +56,12 @@ def check_folder(folder: str, layout: str, channels: int, min_size: int) -> Fold
     except DataError as exc:
         summary.errors.append(str(exc))
         return summary
+    return read_images(summary, items, min_size)
+
+
+def read_images(summary: FolderSummary, items: list[tuple[Path | None, Path]], min_size: int) -> FolderSummary:
+    """Load every (rainy or None, clean) item into `summary`: its size, or the error that loading or the size gives."""
+    channels = summary.channels
     for rainy, clean in items:
         try:
             arr = load_pair(rainy, clean, channels)[1] if rainy is not None else load_image(clean, channels)

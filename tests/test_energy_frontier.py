@@ -64,7 +64,9 @@ def test_distilled_sweep_stretches_its_one_cycle_schedule_and_has_no_twin(tmp_pa
     monkeypatch.chdir(REPO)
     sweep = "recipes/sweeps/energy_frontier_distilled.yaml"
     planned = energy_frontier.plan(options(tmp_path, sweep=sweep, twin_steps=0, steps=600))
-    assert {p.kind for p in planned} == {"student"} and len(planned) == 9  # the width is fixed: no twin reference
+    assert {p.kind for p in planned} == {"student"} and len(planned) == 18  # the width is fixed: no twin reference
+    hints = [flags(p.command)["model.init_args.warm_start.twin_hint_weight"] for p in planned]
+    assert sorted(hints) == ["0.0"] * 9 + ["1.0"] * 9  # every T x rate target with the twin hint on and off
     for point in planned:
         given = flags(point.command)
         assert point.command[point.command.index("fit") + 1:][:2] == ["--config", "recipes/quickstart.yaml"]
@@ -90,7 +92,7 @@ def test_target_line_names_the_nearest_points_when_none_meets_it():
 
 
 def write_run(run_dir: Path, timesteps: int, features: int, student_uj: float, psnr: float, target=None,
-              size: int = 256) -> None:
+              size: int = 256, twin_hint: float = 0.0) -> None:
     run_dir.mkdir(parents=True)
     teacher = {"class_path": "teachers.dncnn.DnCNN", "init_args": {"features": 32}}
     regularizer = None if target is None else {"kind": "target", "weight": 1.0, "target": target}
@@ -98,6 +100,7 @@ def write_run(run_dir: Path, timesteps: int, features: int, student_uj: float, p
     results = {
         "timesteps": timesteps,
         "config": {"model": {"init_args": {"teacher": teacher, "rate_regularizer": regularizer,
+                                           "warm_start": {"twin_hint_weight": twin_hint},
                                            "student": {"init_args": {"features": features}}}}},
         "energy": {"student_uj": student_uj, "teacher_uj": 2000.0, "ratio": 2000.0 / student_uj,
                    "mean_firing_rate": None if timesteps == 1 and target is None else 0.2,
@@ -115,7 +118,7 @@ def test_table_only_writes_the_summary_and_the_plot(planned, tmp_path, monkeypat
         by_kind.setdefault(point.kind, []).append(point)
     cheap, costly = by_kind["student"][:2]
     write_run(cheap.run_dir, 2, 16, 20.0, 27.5, target=0.1)  # 100x, -0.5 dB: the target met
-    write_run(costly.run_dir, 4, 24, 100.0, 27.2)  # beaten by the cheap one
+    write_run(costly.run_dir, 4, 24, 100.0, 27.2, twin_hint=1.0)  # beaten by the cheap one
     write_run(by_kind["ann_twin"][0].run_dir, 1, 16, 300.0, 27.9)
     (tmp_path / "teacher_anchor.json").write_text(json.dumps({"anchor_psnr": 28.0}))
     energy_frontier.main(["--runs-dir", str(tmp_path), "--table-only", "--train", "/data/train",
@@ -126,6 +129,8 @@ def test_table_only_writes_the_summary_and_the_plot(planned, tmp_path, monkeypat
     assert f"within 1.0 dB of it) met by {cheap.name} (100.0x, -0.50 dB)." in text
     assert "Energy per image: 256x256 gray image, 45nm-fp32" in text and "teacher 2,000.0 µJ / image" in text
     assert (tmp_path / "frontier.png").stat().st_size > 0
+    costly_row = next(line for line in text.splitlines() if line.startswith(f"| {costly.name} |"))
+    assert costly_row.split(" | ")[3:6] == ["none", "1", "27.20"]  # rate target, twin hint, anchor PSNR
 
     rows = summary["rows"]
     for r in rows:
@@ -134,7 +139,7 @@ def test_table_only_writes_the_summary_and_the_plot(planned, tmp_path, monkeypat
     assert ax.get_xscale() == "log" and "256x256 gray image" in ax.get_xlabel()
     marked = {c.get_label(): c.get_offsets().tolist() for c in ax.collections}
     assert marked["teacher"] == [[2000.0, 28.0]] and marked["ANN twin, width 16"] == [[300.0, 27.9]]
-    assert marked["T=2, width 16, rate target"] == [[20.0, 27.5]] and marked["T=4, width 24"] == [[100.0, 27.2]]
+    assert marked["T=2, width 16, rate target"] == [[20.0, 27.5]] and marked["T=4, width 24, twin hint 1"] == [[100.0, 27.2]]
 
 
 def test_energies_on_different_images_are_refused(tmp_path):

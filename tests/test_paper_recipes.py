@@ -145,6 +145,23 @@ def test_data_check_names_each_problem(tmp_path, capsys):
     assert code == 2 and "has no paired layout" in err
 
 
+def test_data_check_reads_the_embedded_photos_as_recipes_accept_them(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    from distill.data.samples import sample_paths
+
+    paths = sample_paths("train") + sample_paths("val")
+    sizes = [Image.open(p).size for p in paths]
+    monkeypatch.chdir(tmp_path)  # no folder of that name here: the entry means the embedded photos
+    code, out, err = data_check(capsys, "skimage-samples", "--layout", "flat", "--channels", "1")
+    assert code == 0, err
+    assert out.strip() == (f"skimage-samples: {len(paths)} images, sizes {min(w for w, _ in sizes)}x"
+                           f"{min(h for _, h in sizes)} to {max(w for w, _ in sizes)}x{max(h for _, h in sizes)} "
+                           "(WxH), 1 channel")
+    code, _, err = data_check(capsys, "skimage-samples", "--layout", "paired")
+    assert code == 2 and "'skimage-samples' holds clean photos only" in err and "--layout flat" in err
+
+
 def test_data_check_starts_without_lightning(tmp_path):
     import subprocess
     import sys
