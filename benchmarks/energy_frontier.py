@@ -13,7 +13,8 @@ last.ckpt), and are scored on the full ``--eval`` images by ``../shared/anchors/
 shipped teacher once (``teacher_anchor.json``). Energy per image is the run's results.json ``energy`` block (its
 constants, 45 nm fp32 in the recipe), measured on the run's first test image, whose size the outputs state; the
 teacher's is measured on the same image. ``summary.json``, ``summary.md`` (every point, the Pareto set) and
-``frontier.png`` (anchor PSNR against energy per image, log x, teacher and ANN twins marked) are rewritten as runs land.
+``frontier.png`` (anchor PSNR against energy per image, log x, teacher and ANN twins marked; a nested teacher's
+narrow network is the ANN twin of students that start from it) are rewritten as runs land.
 
 Example::
 
@@ -39,6 +40,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from benchmarks.common import REPO, anchor_psnr, machine_info, machine_line, md_table  # noqa: E402
 from benchmarks.distill_pays import DEFAULT_EVAL, DEFAULT_TRAIN, anchor_score  # noqa: E402
+from benchmarks.score_teacher import Nested  # noqa: E402
 from distill.io import atomic_write_json, atomic_write_text  # noqa: E402
 from distill.plots import new_figure, save_figure  # noqa: E402
 from distill.results import RESULTS_NAME  # noqa: E402
@@ -157,13 +159,39 @@ def row(point: Point) -> dict[str, Any]:
     }
 
 
+def nested_energy_uj(network: Any, image_size: tuple[int, int], constants: str) -> float:
+    """Energy per image of a nested DnCNN's narrow network (an ANN: every conv is MACs, whatever the image holds)."""
+    import torch
+
+    from distill.energy import measure_energy
+
+    return measure_energy(Nested(network), torch.zeros(1, network.in_channels, *image_size), constants).energy_uj
+
+
 def teacher_score(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
-    """The runs' teacher on the anchor protocol (built from a run's recipe), cached in `teacher_anchor.json`."""
+    """The runs' teacher on the anchor protocol (built from a run's recipe), cached in `teacher_anchor.json`; with
+    its nested network too when it has one: that is the students' ANN twin when they start from it by weight
+    selection (the distilled sweep), scored and measured on the runs' image."""
     from distill.export import build_network
 
     spec = rows[0]["teacher"]
     network = build_network(spec["class_path"], spec["init_args"], "the runs' teacher")
-    return {**anchor_psnr(network, args.eval, MODE), "teacher": spec}
+    score = {**anchor_psnr(network, args.eval, MODE), "teacher": spec}
+    if getattr(network, "nested_features", None):
+        score["nested"] = {"features": network.nested_features, "levels": network.nested_levels,
+                           **anchor_psnr(Nested(network), args.eval, MODE),
+                           "energy_uj": nested_energy_uj(network, rows[0]["image_size"], rows[0]["constants"])}
+    return score
+
+
+def nested_line(teacher: dict[str, Any], teacher_uj: float) -> str:
+    """The teacher's nested network as the students' ANN-twin reference, in one sentence."""
+    nested = teacher["nested"]
+    levels = f"{nested['levels']}-level activations" if nested.get("levels") else "ReLU"
+    return (f"ANN twin: the teacher's nested network (width {nested['features']}, {levels}; the students' start by "
+            f"weight selection): {nested['anchor_psnr']:.2f} dB ({nested['anchor_psnr'] - teacher['anchor_psnr']:+.2f} "
+            f"vs the teacher), {nested['energy_uj']:,.1f} µJ / image ({teacher_uj / nested['energy_uj']:.1f}x less "
+            f"than the teacher).")
 
 
 def pareto(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -208,8 +236,9 @@ def summarise(rows: list[dict[str, Any]], teacher: dict[str, Any] | None, args: 
     teacher_psnr = None if teacher is None else teacher["anchor_psnr"]
     teacher_uj = rows[0]["teacher_uj"]
     lines = [f"Machine: {machine_line(machine_info())}", "",
-             f"Budget: twin {args.twin_steps} + spiking {args.steps} steps (ANN twins: {args.twin_steps + args.steps} "
-             f"steps alone); validation crops {args.eval_size} px; anchor = full {args.eval.name} images, "
+             f"Budget: twin {args.twin_steps} + spiking {args.steps} steps"
+             f"{f' (ANN twins: {args.twin_steps + args.steps} steps alone)' if twins else ''}; "
+             f"validation crops {args.eval_size} px; anchor = full {args.eval.name} images, "
              f"anchors/protocol.py, {MODE} sigma 25.",
              f"Energy per image: {measured_on(rows)} (each run's first test image, a centre crop of the first "
              f"{args.eval.name} image); teacher {teacher_uj:,.1f} µJ / image on the same image, "
@@ -221,6 +250,8 @@ def summarise(rows: list[dict[str, Any]], teacher: dict[str, Any] | None, args: 
             lines += [target_line(students, teacher_psnr), ""]
     if twins:
         lines += ["ANN twins (references):", "", table(twins, teacher_psnr)]
+    if teacher is not None and teacher.get("nested"):
+        lines += [nested_line(teacher, teacher_uj), ""]
     lines += ["Every point:", "", table(rows, teacher_psnr)]
     return "\n".join(lines)
 
@@ -273,6 +304,10 @@ def frontier_figure(rows: list[dict[str, Any]], teacher: dict[str, Any] | None,
     for r in (r for r in rows if r["kind"] == "ann_twin"):
         ax.scatter([r["energy_uj"]], [r["anchor_psnr"]], marker=markers[r["features"]], s=70, color="0.3",
                    label=f"ANN twin, width {r['features']}")
+    if teacher is not None and teacher.get("nested"):
+        nested = teacher["nested"]
+        ax.scatter([nested["energy_uj"]], [nested["anchor_psnr"]], marker="P", s=70, color="0.3",
+                   label=f"ANN twin: the teacher's nested network, width {nested['features']}")
     if teacher is not None:
         ax.scatter([rows[0]["teacher_uj"]], [teacher["anchor_psnr"]], marker="*", s=180, color="black",
                    label="teacher")
@@ -285,11 +320,16 @@ def frontier_figure(rows: list[dict[str, Any]], teacher: dict[str, Any] | None,
     return fig
 
 
+def lacks_nested(teacher: dict[str, Any]) -> bool:
+    """Whether a cached teacher score predates the nested-network reference (a nested teacher without it)."""
+    return bool(teacher["teacher"]["init_args"].get("nested_features")) and "nested" not in teacher
+
+
 def write_summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     """summary.json, summary.md and frontier.png of the rows so far; the teacher is scored once (not with
     --table-only, which only reads what is there)."""
     teacher_file = args.runs_dir / "teacher_anchor.json"
-    if not teacher_file.is_file() and not args.table_only:
+    if not args.table_only and (not teacher_file.is_file() or lacks_nested(json.loads(teacher_file.read_text()))):
         atomic_write_json(teacher_file, teacher_score(rows, args))
     teacher = json.loads(teacher_file.read_text()) if teacher_file.is_file() else None
     students = [r for r in rows if r["kind"] == "student"]

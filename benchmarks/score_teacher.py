@@ -14,23 +14,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import SHARED, anchor_psnr  # noqa: E402
 from distill.io import atomic_write_json  # noqa: E402
 
 
-class Nested:
-    """A nested DnCNN's narrow network as a callable denoiser, taking the level as the wide one does."""
+class Nested(nn.Module):
+    """A nested DnCNN's narrow network as a denoiser of its own, taking the level as the wide one does; a module, so
+    the energy counter can measure it too."""
 
-    def __init__(self, net: Any) -> None:
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
         self.net, self.needs_sigma = net, getattr(net, "needs_sigma", False)
 
-    def eval(self) -> "Nested":
-        self.net.eval()
-        return self
-
-    def __call__(self, x: Any, sigma: Any = None) -> Any:
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
         return self.net.nested_output(x, sigma) if self.needs_sigma else self.net.nested_output(x)
 
 

@@ -120,7 +120,8 @@ def test_table_only_writes_the_summary_and_the_plot(planned, tmp_path, monkeypat
     write_run(cheap.run_dir, 2, 16, 20.0, 27.5, target=0.1)  # 100x, -0.5 dB: the issue's target met
     write_run(costly.run_dir, 4, 24, 100.0, 27.2, twin_hint=1.0)  # beaten by the cheap one
     write_run(by_kind["ann_twin"][0].run_dir, 1, 16, 300.0, 27.9)
-    (tmp_path / "teacher_anchor.json").write_text(json.dumps({"anchor_psnr": 28.0}))
+    nested = {"features": 24, "levels": 4, "anchor_psnr": 27.0, "energy_uj": 500.0}
+    (tmp_path / "teacher_anchor.json").write_text(json.dumps({"anchor_psnr": 28.0, "nested": nested}))
     energy_frontier.main(["--runs-dir", str(tmp_path), "--table-only", "--train", "/data/train",
                           "--eval", "/data/eval"])
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -129,16 +130,19 @@ def test_table_only_writes_the_summary_and_the_plot(planned, tmp_path, monkeypat
     assert f"within 1.0 dB of it) met by {cheap.name} (100.0x, -0.50 dB)." in text
     assert "Energy per image: 256x256 gray image, 45nm-fp32" in text and "teacher 2,000.0 µJ / image" in text
     assert (tmp_path / "frontier.png").stat().st_size > 0
+    assert ("ANN twin: the teacher's nested network (width 24, 4-level activations; the students' start by weight "
+            "selection): 27.00 dB (-1.00 vs the teacher), 500.0 µJ / image (4.0x less than the teacher).") in text
     costly_row = next(line for line in text.splitlines() if line.startswith(f"| {costly.name} |"))
     assert costly_row.split(" | ")[3:6] == ["none", "1", "27.20"]  # rate target, twin hint, anchor PSNR
 
     rows = summary["rows"]
     for r in rows:
         r["image_size"], r["teacher_image_size"] = tuple(r["image_size"]), tuple(r["teacher_image_size"])
-    ax = energy_frontier.frontier_figure(rows, {"anchor_psnr": 28.0}).axes[0]
+    ax = energy_frontier.frontier_figure(rows, {"anchor_psnr": 28.0, "nested": nested}).axes[0]
     assert ax.get_xscale() == "log" and "256x256 gray image" in ax.get_xlabel()
     marked = {c.get_label(): c.get_offsets().tolist() for c in ax.collections}
     assert marked["teacher"] == [[2000.0, 28.0]] and marked["ANN twin, width 16"] == [[300.0, 27.9]]
+    assert marked["ANN twin: the teacher's nested network, width 24"] == [[500.0, 27.0]]
     assert marked["T=2, width 16, rate target"] == [[20.0, 27.5]] and marked["T=4, width 24, twin hint 1"] == [[100.0, 27.2]]
 
 
@@ -147,3 +151,19 @@ def test_energies_on_different_images_are_refused(tmp_path):
             {"image_size": (64, 64), "teacher_image_size": (64, 64), "constants": "45nm-fp32"}]
     with pytest.raises(RuntimeError, match="different images or constants"):
         energy_frontier.measured_on(rows)
+
+
+def test_nested_energy_counts_the_narrow_network_only():
+    from teachers.dncnn import DnCNN
+
+    net = DnCNN(in_channels=1, features=8, depth=4, bn=False, nested_features=4)
+    # head 1->4, two 4->4 convs, tail 4->1, 3x3 kernels, on 16x16 pixels; the wide network's 8 channels cost nothing
+    macs = (1 * 4 + 4 * 4 * 2 + 4 * 1) * 9 * 16 * 16
+    assert energy_frontier.nested_energy_uj(net, (16, 16), "45nm-fp32") == pytest.approx(macs * 4.6e-6)
+
+
+def test_a_cached_teacher_score_without_its_nested_network_is_redone():
+    nested_teacher = {"teacher": {"init_args": {"nested_features": 24}}, "anchor_psnr": 30.0}
+    assert energy_frontier.lacks_nested(nested_teacher)
+    assert not energy_frontier.lacks_nested({**nested_teacher, "nested": {"anchor_psnr": 28.9}})
+    assert not energy_frontier.lacks_nested({"teacher": {"init_args": {"features": 32}}, "anchor_psnr": 29.5})

@@ -4,8 +4,8 @@
 # trained alone on both threads, cosine over STEPS. Resumes from last.ckpt; W is a worktree pinned to the commit.
 # usage: run.sh STEPS
 set -e
-S=$1; W=/work/wt-p; PY=/work/main/.venv/bin; Y=dncnn_nested_qcfs_s25
-R=/work/runs/p32emb/${Y}_p32emb
+S=$1; W=${W:-/work/wt-p}; PY=/work/main/.venv/bin; Y=${Y:-dncnn_nested_qcfs_s25}  # Y, R: the RGB run sets them
+R=${R:-/work/runs/p32emb/${Y}_p32emb}
 cd $W; export PYTHONPATH=$W OMP_NUM_THREADS=2 WANDB_MODE=disabled
 [ -f $R/results.json ] || $PY/spikedistill fit --config recipes/teachers/$Y.yaml \
   "--data.init_args.train=[/work/shared/data/photos-train,skimage-samples]" --data.init_args.val=[/work/shared/data/photos-eval] \
