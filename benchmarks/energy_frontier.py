@@ -50,6 +50,7 @@ SWEEP_FILE = "recipes/sweeps/energy_frontier.yaml"
 WIDTH = "model.init_args.student.init_args.features"
 TWIN = "teachers.twins.DnCNNTwin"
 MODE = "gray"  # the anchor protocol's mode for the sweep's data (gray, sigma 25)
+SIGMA = 25.0  # the sweep's noise level, in 8-bit units
 #: what --smoke adds to every spiking run: a warm start that costs nothing
 SMOKE_WARM_START = ["--model.init_args.warm_start.calibration_patches=2", "--model.init_args.warm_start.eval_images=1"]
 
@@ -160,12 +161,16 @@ def row(point: Point) -> dict[str, Any]:
 
 
 def nested_energy_uj(network: Any, image_size: tuple[int, int], constants: str) -> float:
-    """Energy per image of a nested DnCNN's narrow network (an ANN: every conv is MACs, whatever the image holds)."""
+    """Energy per image of a nested DnCNN's narrow network (an ANN: every conv is MACs, whatever the image holds; a
+    blind one reads the sweep's level as its noise-map channel)."""
     import torch
 
     from distill.energy import measure_energy
 
-    return measure_energy(Nested(network), torch.zeros(1, network.in_channels, *image_size), constants).energy_uj
+    nested = Nested(network)
+    kwargs = {"sigma": torch.full((1,), SIGMA / 255)} if nested.needs_sigma else None
+    return measure_energy(nested, torch.zeros(1, network.in_channels, *image_size), constants,
+                          model_kwargs=kwargs).energy_uj
 
 
 def teacher_score(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:

@@ -162,6 +162,15 @@ def test_nested_energy_counts_the_narrow_network_only():
     assert energy_frontier.nested_energy_uj(net, (16, 16), "45nm-fp32") == pytest.approx(macs * 4.6e-6)
 
 
+def test_a_blind_nested_network_is_measured_with_its_noise_map_channel():
+    from teachers.dncnn import DnCNN
+
+    net = DnCNN(in_channels=1, features=8, depth=4, bn=False, nested_features=4, noise_map=True)
+    # the head reads the image and the level map: 2 -> 4 channels; then as above
+    macs = (2 * 4 + 4 * 4 * 2 + 4 * 1) * 9 * 16 * 16
+    assert energy_frontier.nested_energy_uj(net, (16, 16), "45nm-fp32") == pytest.approx(macs * 4.6e-6)
+
+
 def test_a_cached_teacher_score_without_its_nested_network_is_redone():
     nested_teacher = {"teacher": {"init_args": {"nested_features": 24}}, "anchor_psnr": 30.0}
     assert energy_frontier.lacks_nested(nested_teacher)
