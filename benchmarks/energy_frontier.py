@@ -181,10 +181,10 @@ def teacher_score(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[
 
     spec = rows[0]["teacher"]
     network = build_network(spec["class_path"], spec["init_args"], "the runs' teacher")
-    score = {**anchor_psnr(network, args.eval, MODE), "teacher": spec}
+    score = {**anchor_psnr(network, args.eval, MODE, SIGMA), "teacher": spec}
     if getattr(network, "nested_features", None):
         score["nested"] = {"features": network.nested_features, "levels": network.nested_levels,
-                           **anchor_psnr(Nested(network), args.eval, MODE),
+                           **anchor_psnr(Nested(network), args.eval, MODE, SIGMA),
                            "energy_uj": nested_energy_uj(network, rows[0]["image_size"], rows[0]["constants"])}
     return score
 
@@ -244,7 +244,7 @@ def summarise(rows: list[dict[str, Any]], teacher: dict[str, Any] | None, args: 
              f"Budget: twin {args.twin_steps} + spiking {args.steps} steps"
              f"{f' (ANN twins: {args.twin_steps + args.steps} steps alone)' if twins else ''}; "
              f"validation crops {args.eval_size} px; anchor = full {args.eval.name} images, "
-             f"anchors/protocol.py, {MODE} sigma 25.",
+             f"anchors/protocol.py, {MODE} sigma {SIGMA:g}.",
              f"Energy per image: {measured_on(rows)} (each run's first test image, a centre crop of the first "
              f"{args.eval.name} image); teacher {teacher_uj:,.1f} µJ / image on the same image, "
              f"anchor {'not scored yet' if teacher_psnr is None else f'{teacher_psnr:.2f} dB'}.", ""]

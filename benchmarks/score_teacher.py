@@ -32,7 +32,7 @@ class Nested(nn.Module):
         self.net, self.needs_sigma = net, getattr(net, "needs_sigma", False)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net.nested_output(x, sigma) if self.needs_sigma else self.net.nested_output(x)
+        return self.net.nested_output(x, sigma)
 
 
 def score(path: Path, sigmas: list[float], eval_dir: Path) -> dict[str, Any]:
