@@ -215,6 +215,7 @@ def arm_args(arm: str, seed: int, args: argparse.Namespace, run_dir: Path) -> li
         low_lr_schedule(steps, args.low_lr) if spec.low_lr else f"--model.init_args.scheduler.init_args.T_max={steps}",
         f"--trainer.val_check_interval={args.val_every}", "--trainer.enable_progress_bar=false",
         *([] if twin_steps is None else [f"--{WARM}.twin_steps={twin_steps}"]),
+        *[f"--model.init_args.student.init_args.{option}" for option in args.student],
         f"--trainer.default_root_dir={run_dir}", "--ckpt_path=last",
     ]
 
@@ -380,6 +381,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="the crops and noise draws of every arm (the recipe's, 0, by default), or 'seed': each "
                              "run's own seed, so seed N pairs arms on data N too; arms whose twin starts from the "
                              "teacher's weights have no other randomness, so vary this for their spread")
+    parser.add_argument("--student", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="student options set in every arm, e.g. neuron=multi_threshold 'neuron_levels=[0.5,0.5]' "
+                             "(up to 2 spikes a step: the twin has 2T levels)")
     parser.add_argument("--val-every", type=int, default=100)
     parser.add_argument("--eval-size", type=int, default=256)
     parser.add_argument("--jobs", type=int, default=2)

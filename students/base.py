@@ -2,7 +2,7 @@
 output), checked once here, so each student defines only its own topology."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from torch import Tensor, nn
 
@@ -32,6 +32,8 @@ class SpikingRestorer(nn.Module):
         learn_beta: train beta.
         learn_threshold: train the threshold.
         init_membrane: initial membrane, a fraction of the threshold (0 = from rest).
+        neuron_levels: the ``"multi_threshold"`` neuron's ladder (None: its default ``(2, 1, 0.5, 0.25)``); a uniform
+            one that sums to 1, such as ``[0.5, 0.5]`` (up to 2 spikes a step), has an exact QCFS twin with 2T levels.
         encoding: ``"direct"`` (analog current each step) or ``"rate"`` (Bernoulli spikes).
         decoding: ``"mean"`` over T or ``"membrane"`` (leaky integrator with ``decode_beta``).
         decode_beta: decay of the membrane decoding, in (0, 1].
@@ -55,6 +57,7 @@ class SpikingRestorer(nn.Module):
         learn_beta: bool = False,
         learn_threshold: bool = False,
         init_membrane: float = 0.0,
+        neuron_levels: Sequence[float] | None = None,
         encoding: str = "direct",
         decoding: str = "mean",
         decode_beta: float = 0.9,
@@ -77,6 +80,8 @@ class SpikingRestorer(nn.Module):
             beta=beta, threshold=threshold, reset_mechanism=reset_mechanism, spike_grad=spike_grad,
             learn_beta=learn_beta, learn_threshold=learn_threshold, init_membrane=init_membrane,
         )
+        if neuron_levels is not None:
+            self.neuron_options["levels"] = tuple(neuron_levels)
 
     def make_neuron(self) -> nn.Module:
         """A new neuron of this model's kind and options."""

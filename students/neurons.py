@@ -315,13 +315,17 @@ def build_neuron(
     learn_beta: bool = False,
     learn_threshold: bool = False,
     init_membrane: float = 0.0,
+    levels: Sequence[float] | None = None,
 ) -> nn.Module:
     """A neuron by name: ``"lif"``, ``"if"``, ``"multi_threshold"``, or ``"relu"`` (the ANN twin).
 
-    ``beta`` is LIF's leak and is unused by the other kinds; asking to learn it there is an error.
+    ``beta`` is LIF's leak and is unused by the other kinds; asking to learn it there is an error. ``levels`` is the
+    multi-threshold ladder (None: its default) and is an error for the other kinds.
     """
     if learn_beta and kind in ("if", "multi_threshold"):
         raise ConfigError(f"learn_beta=True needs neuron='lif' (beta is the LIF leak); neuron={kind!r} has no beta")
+    if levels is not None and kind != "multi_threshold":
+        raise ConfigError(f"neuron_levels={list(levels)!r} needs neuron='multi_threshold'; neuron={kind!r} has one threshold")
     common = dict(threshold=threshold, spike_grad=spike_grad, reset_mechanism=reset_mechanism,
                   learn_threshold=learn_threshold, init_membrane=init_membrane)
     if kind == "lif":
@@ -329,7 +333,7 @@ def build_neuron(
     if kind == "if":
         return IF(**common)
     if kind == "multi_threshold":
-        return MultiThresholdIF(**common)
+        return MultiThresholdIF(**common) if levels is None else MultiThresholdIF(levels, **common)
     if kind == "relu":
         return nn.ReLU()
     raise ConfigError(f"neuron={kind!r} is not allowed; use one of {list(NEURON_KINDS)}")

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from spikedistill_core.errors import ConfigError
 
-from .neurons import QCFS, SpikingNeuron
+from .neurons import QCFS, MultiThresholdIF, SpikingNeuron
 
 __all__ = [
     "make_twin", "init_thresholds", "copy_twin", "neuron_paths", "channel_rates", "calibrate_rates",
@@ -45,8 +45,23 @@ def _set(model: nn.Module, path: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
+def spikes_per_step(neuron: nn.Module, path: str = "") -> int:
+    """How many spikes ``neuron`` can fire in one step: 1 for IF/LIF, n for a multi-threshold neuron whose ladder is
+    n equal levels summing to 1 (a burst of up to n spikes of 1/n); its QCFS twin then has T * n levels."""
+    if not isinstance(neuron, MultiThresholdIF):
+        return 1
+    n = len(neuron.levels)
+    if any(abs(v - 1.0 / n) > 1e-6 for v in neuron.levels):
+        raise ConfigError(
+            f"neuron {path!r} has multi-threshold levels {neuron.levels}; a QCFS twin needs n equal levels that sum "
+            f"to 1, such as (0.5, 0.5) (up to 2 spikes a step)"
+        )
+    return n
+
+
 def make_twin(student: nn.Module) -> nn.Module:
-    """The student's spike-aware ANN twin: a copy with T = 1 and a QCFS (levels = student T) per neuron."""
+    """The student's spike-aware ANN twin: a copy with T = 1 and a QCFS per neuron, with levels = student T times the
+    spikes each neuron can fire in a step (:func:`spikes_per_step`)."""
     timesteps = getattr(student, "timesteps", None)
     paths = [name for name, m in student.named_modules() if isinstance(m, SpikingNeuron)]
     if timesteps is None or not paths:
@@ -57,7 +72,7 @@ def make_twin(student: nn.Module) -> nn.Module:
     twin = copy.deepcopy(student)
     for path in paths:
         neuron = student.get_submodule(path)
-        _set(twin, path, QCFS(timesteps, float(neuron.threshold.detach())))
+        _set(twin, path, QCFS(timesteps * spikes_per_step(neuron, path), float(neuron.threshold.detach())))
     for m in twin.modules():
         if hasattr(m, "timesteps"):
             m.timesteps = 1
@@ -95,7 +110,9 @@ def init_thresholds(twin: nn.Module, x: Tensor, percentile: float = 99.0) -> dic
 @torch.no_grad()
 def copy_twin(twin: nn.Module, student: nn.Module) -> None:
     """Load the twin's weights into the student in place; each neuron takes its QCFS threshold and starts at half
-    of it (soft reset is required: it is what QCFS models)."""
+    of it (soft reset is required: it is what QCFS models). A multi-threshold neuron emits ``threshold * level``
+    where the twin's next layer expects the rate, so its threshold becomes 1 and the module feeding it (conv or
+    norm) is divided by the twin's threshold instead; it starts at half its smallest level."""
     targets = dict(student.named_modules())
     for path in neuron_paths(twin):
         neuron = targets.get(path)
@@ -107,27 +124,35 @@ def copy_twin(twin: nn.Module, student: nn.Module) -> None:
                 "reset, so the student needs reset_mechanism='subtract'"
             )
         neuron.threshold.copy_(twin.get_submodule(path).threshold)
-        neuron.init_membrane = 0.5
+        neuron.init_membrane = 0.5 / spikes_per_step(neuron, path)
     own = student.state_dict()
     weights = {k: v for k, v in twin.state_dict().items() if k in own and not k.endswith("threshold")}
     missing = [k for k in own if k not in weights and not k.endswith(("threshold", "beta"))]
     if missing:
         raise ConfigError(f"copy_twin: the twin lacks student weights {missing[:5]}; was it made by make_twin?")
     student.load_state_dict(weights, strict=False)
+    for path in neuron_paths(student):
+        neuron = student.get_submodule(path)
+        if isinstance(neuron, MultiThresholdIF):
+            feeding = _module_feeding(student, path)
+            feeding.weight.div_(neuron.threshold)
+            feeding.bias.div_(neuron.threshold)
+            neuron.threshold.fill_(1.0)
 
 
-def _bias_feeding(model: nn.Module, path: str) -> Tensor:
-    """The bias added just before neuron ``path``: that of the module registered before it in its parent."""
+def _module_feeding(model: nn.Module, path: str) -> nn.Module:
+    """The module (conv or norm) whose weight and bias make neuron ``path``'s input: the last one with a bias that is
+    registered before it in its parent."""
     parent, _, leaf = path.rpartition(".")
     siblings = list((model.get_submodule(parent) if parent else model).named_children())
     names = [n for n, _ in siblings]
     for _, m in reversed(siblings[: names.index(leaf)]):
         m = getattr(m, "layer", m)  # TimeDistributed / InputLayer wrap the conv as `.layer`
         if isinstance(getattr(m, "bias", None), nn.Parameter):
-            return m.bias
+            return m
     raise ConfigError(
-        f"calibrate_rates: no bias feeds neuron {path!r} (its parent has no conv or norm with a bias before it); "
-        "rate calibration supports students whose neurons follow a biased conv or a batch norm"
+        f"no bias feeds neuron {path!r} (its parent has no conv or norm with a bias before it); rate calibration and "
+        "the multi-threshold copy support students whose neurons follow a biased conv or a batch norm"
     )
 
 
@@ -173,7 +198,7 @@ def calibrate_rates(
     remaining per-channel error."""
     errors: dict[str, float] = {}
     for path in targets:
-        bias = _bias_feeding(student, path)
+        bias = _module_feeding(student, path).bias
         threshold = float(student.get_submodule(path).threshold)
         delta = targets[path] - channel_rates(student, x, [path])[path]
         for _ in range(iterations):
@@ -294,8 +319,9 @@ def select_from_dncnn(teacher: nn.Module, twin: nn.Module, x: Tensor, percentile
     The twin's head and blocks take the teacher's first layers and its tail the teacher's last one (negated:
     the teacher outputs ``x - body(x)``, the twin ``x + tail(...)``), with evenly spaced channels, or the first
     ones when the teacher was trained with a nested sub-network of the student's width. Each QCFS
-    threshold is the nested network's learned one when it was trained with the twin's levels
-    (``nested_levels``), else the ``percentile`` of that layer's positive pre-activations on ``x``; the next layer's
+    threshold is the nested network's learned one when it was trained with QCFS (``nested_levels``; with the twin's
+    levels the twin then computes it exactly, with more it keeps the clip and rounds finer), else the ``percentile``
+    of that layer's positive pre-activations on ``x``; the next layer's
     weights are multiplied by it, so the twin computes the teacher's clipped, quantised features in rate units.
     """
     body, blocks = getattr(teacher, "body", None), getattr(twin, "blocks", None)
@@ -318,10 +344,8 @@ def select_from_dncnn(teacher: nn.Module, twin: nn.Module, x: Tensor, percentile
     nested = getattr(teacher, "nested_features", None) == s_features  # trained to work on its first channels
     keep = torch.arange(s_features) if nested else torch.linspace(0, t_features - 1, s_features).round().long()
     acts = [twin.get_submodule(p) for p in neuron_paths(twin)]
-    # a nested network trained with the twin's QCFS levels brings its thresholds: the twin then computes it exactly
+    # a nested network trained with QCFS brings its thresholds (its clip points serve any number of levels)
     learned = getattr(teacher, "nested_acts", None) if nested else None
-    if learned is not None and any(a.levels != teacher.nested_levels for a in acts):
-        learned = None
     h, scale_in = x, None
     for k, conv in enumerate(targets):
         w, b = convs[k]

@@ -61,7 +61,7 @@ def test_distill_pays_nested_arms_start_from_the_nested_teacher(capsys, tmp_path
     args = argparse.Namespace(
         system="gray", steps=400, plain_steps=1000, twin_steps=1000, strict_twin_steps=1700, val_every=100,
         eval_size=64, train=tmp_path, eval=tmp_path, nested_teacher=teacher, data_seed=None, untrained_twin_steps=1100,
-        low_lr=3e-4)
+        low_lr=3e-4, student=["neuron=multi_threshold", "neuron_levels=[0.5,0.5]"])
     configs = {}
     for arm in ("distilled_nested+twin_hint", "strict+select_nested+twin_hint", "select_nested+lowlr",
                 "select_nested+lowlr-twin_hint", "select_nested-lowlr"):
@@ -73,6 +73,8 @@ def test_distill_pays_nested_arms_start_from_the_nested_teacher(capsys, tmp_path
         assert init["teacher"]["init_args"]["nested_features"] == 24 and init["teacher"]["init_args"]["checkpoint"] == str(teacher)
         assert init["teacher"]["init_args"]["nested_levels"] == 4  # the file's own arguments
         assert init["warm_start"]["select_from_teacher"] is True
+        student = init["student"]["init_args"]  # --student reaches every arm
+        assert (student["neuron"], student["neuron_levels"]) == ("multi_threshold", [0.5, 0.5])
         assert init["hints"] == [] and init["warm_start"]["twin_hints"] is False
     distilled, strict = configs["distilled_nested+twin_hint"], configs["strict+select_nested+twin_hint"]
     assert distilled["warm_start"]["twin_hint_weight"] == strict["warm_start"]["twin_hint_weight"] == 1.0

@@ -4,10 +4,11 @@ import snntorch
 import torch
 
 from distill.errors import ConfigError
-from students.neurons import IF, QCFS
+from students.neurons import IF, QCFS, MultiThresholdIF, build_neuron
 from students.spiking_dncnn import SpikingDnCNN
 from students.transfer import (
     calibrate_rates, calibrate_weights, channel_rates, copy_twin, init_thresholds, make_twin, neuron_paths, select_from_dncnn,
+    spikes_per_step,
 )
 from teachers.dncnn import DnCNN
 
@@ -220,9 +221,9 @@ def test_weight_selection_of_a_nested_teacher_reproduces_its_nested_network():
 
 
 def test_weight_selection_of_a_quantised_nested_teacher_is_exact_at_its_levels():
-    """A nested network trained with the twin's QCFS levels hands over its learned thresholds: the selected twin
-    computes the teacher's nested output exactly (coarse T = 4 included); at other levels selection falls back
-    to percentile thresholds, which quantise differently."""
+    """A nested network trained with QCFS hands over its learned thresholds: the selected twin computes the teacher's
+    nested output exactly at the teacher's levels (coarse T = 4 included), and at 8 levels it computes that nested
+    network with its clips kept and 8 levels instead of 4."""
     torch.manual_seed(8)
     teacher = DnCNN(1, 12, 5, bn=False, nested_features=4, nested_levels=4)
     x = torch.rand(2, 1, 16, 16)
@@ -236,9 +237,13 @@ def test_weight_selection_of_a_quantised_nested_teacher_is_exact_at_its_levels()
     select_from_dncnn(teacher, twin, torch.rand(2, 1, 16, 16))
     with torch.no_grad():
         assert torch.allclose(twin(x), teacher.nested_output(x), atol=1e-5)
+        coarse = teacher.nested_output(x)
         other = make_twin(SpikingDnCNN(1, 4, 5, timesteps=8, neuron="if", norm="none"))
         select_from_dncnn(teacher, other, x)
-        assert float(other.head.neuron.threshold) != pytest.approx(float(teacher.nested_acts[0].threshold))
+        for act in teacher.nested_acts:
+            act.levels = 8
+        assert torch.allclose(other(x), teacher.nested_output(x), atol=1e-5)
+        assert not torch.allclose(other(x), coarse, atol=1e-3)  # the finer rounding is a different network
 
 
 def test_if_neuron_from_half_threshold_matches_snntorch():
@@ -252,3 +257,57 @@ def test_if_neuron_from_half_threshold_matches_snntorch():
         spk, mem = neuron(current[t], mem)
         spikes.append(spk)
     assert torch.equal(ours, torch.stack(spikes))
+
+
+def burst_if_rate(current: torch.Tensor, threshold: float, bursts: int, steps: int) -> torch.Tensor:
+    """Hand-written reference: an IF neuron that may fire up to ``bursts`` spikes of threshold / bursts a step (soft
+    reset by each), from half a spike's threshold; the mean output per step in threshold units."""
+    quantum = threshold / bursts
+    mem, total = torch.full_like(current, 0.5 * quantum), torch.zeros_like(current)
+    for _ in range(steps):
+        mem = mem + current
+        for _ in range(bursts):
+            fire = (mem > quantum).float()
+            mem, total = mem - fire * quantum, total + fire / bursts
+    return total / steps
+
+
+@pytest.mark.parametrize("bursts", [2, 3])
+def test_a_uniform_multi_threshold_neuron_is_qcfs_with_bursts_times_t_levels(bursts):
+    torch.manual_seed(1)
+    z = torch.randn(1, 1, 1, 4000) * 0.8
+    threshold = 0.7
+    neuron = MultiThresholdIF((1.0 / bursts,) * bursts, threshold=threshold, init_membrane=0.5 / bursts)
+    assert spikes_per_step(neuron) == bursts and spikes_per_step(IF()) == 1
+    ours = neuron(z.expand(4, -1, -1, -1, -1).contiguous()).mean(0) / threshold
+    reference = burst_if_rate(z, threshold, bursts, 4)
+    assert (ours - reference).abs().max() < 1e-5
+    twin = QCFS(4 * bursts, threshold)(z)
+    assert ((twin - reference).abs() > 1e-5).float().mean() < 1e-3  # only rounding boundaries (strict vs. non-strict) differ
+
+
+def test_copy_into_a_burst_student_is_exact_at_the_first_neuron():
+    """A [0.5, 0.5] student's twin has 2T levels; after the copy each neuron has threshold 1 with its input scaled by
+    the twin's threshold, so its output per step is the twin's rate."""
+    torch.manual_seed(3)
+    student = SpikingDnCNN(1, 8, 3, timesteps=4, neuron="multi_threshold", neuron_levels=[0.5, 0.5], norm="none",
+                           zero_tail=False)
+    twin = make_twin(student)
+    assert all(twin.get_submodule(p).levels == 8 for p in neuron_paths(twin))
+    x = torch.rand(2, 1, 16, 16)
+    init_thresholds(twin, x)
+    copy_twin(twin, student)
+    assert student.head.neuron.init_membrane == 0.25 and float(student.head.neuron.threshold) == 1.0
+    with torch.no_grad():
+        out = student.head.neuron(student.head.conv(x)).mean(0)
+        rate = twin.head.neuron(twin.head.conv(x)[0])
+    assert (out - rate).abs().max() < 1e-5
+    assert len(torch.unique(rate)) > 5  # more than the 5 values 4 levels allow
+
+
+def test_a_twin_needs_a_uniform_ladder_and_levels_need_a_multi_threshold_neuron():
+    student = SpikingDnCNN(1, 4, 3, timesteps=4, neuron="multi_threshold", norm="none")  # the (2, 1, 0.5, 0.25) default
+    with pytest.raises(ConfigError, match=r"head.neuron.*\(2.0, 1.0, 0.5, 0.25\).*equal levels"):
+        make_twin(student)
+    with pytest.raises(ConfigError, match=r"neuron_levels=\[0.5, 0.5\] needs neuron='multi_threshold'.*'if'"):
+        build_neuron("if", levels=[0.5, 0.5])
