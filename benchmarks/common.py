@@ -315,3 +315,13 @@ def anchor_psnr(net: nn.Module, eval_dir: Path, mode: str, sigma: float = 25.0) 
 
     psnr, count = score(denoise, str(eval_dir), sigma=sigma, mode=mode)
     return {"anchor_psnr": round(psnr, 4), "images": count, "folder": str(eval_dir), "mode": mode, "sigma": sigma}
+
+
+@torch.no_grad()
+def held_out_psnr(net: Callable[[torch.Tensor], torch.Tensor], loader: Any) -> float:
+    """Mean per-image PSNR (dB, peak 1, output clamped to [0, 1]) of ``net`` over a DataModule's evaluation batches."""
+    scores: list[float] = []
+    for batch in loader:
+        mse = ((net(batch["input"]).clamp(0, 1) - batch["target"]) ** 2).flatten(1).mean(1)
+        scores += (-10 * torch.log10(mse)).tolist()
+    return sum(scores) / len(scores)

@@ -216,6 +216,7 @@ def arm_args(arm: str, seed: int, args: argparse.Namespace, run_dir: Path) -> li
         f"--trainer.val_check_interval={args.val_every}", "--trainer.enable_progress_bar=false",
         *([] if twin_steps is None else [f"--{WARM}.twin_steps={twin_steps}"]),
         *[f"--model.init_args.student.init_args.{option}" for option in args.student],
+        *[f"--model.init_args.student.init_args.{option}" for option in args.warm_student if twin_steps is not None],
         f"--trainer.default_root_dir={run_dir}", "--ckpt_path=last",
     ]
 
@@ -384,6 +385,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--student", nargs="+", default=[], metavar="KEY=VALUE",
                         help="student options set in every arm, e.g. neuron=multi_threshold 'neuron_levels=[0.5,0.5]' "
                              "(up to 2 spikes a step: the twin has 2T levels)")
+    parser.add_argument("--warm-student", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="student options set in the warm-started arms only (after --student), e.g. "
+                             "init_membrane=0.25, the start the copy needs for [0.5, 0.5] burst neurons, where the "
+                             "plain control keeps its recipe's rest start")
     parser.add_argument("--val-every", type=int, default=100)
     parser.add_argument("--eval-size", type=int, default=256)
     parser.add_argument("--jobs", type=int, default=2)

@@ -109,10 +109,10 @@ def init_thresholds(twin: nn.Module, x: Tensor, percentile: float = 99.0) -> dic
 
 @torch.no_grad()
 def copy_twin(twin: nn.Module, student: nn.Module) -> None:
-    """Load the twin's weights into the student in place; each neuron takes its QCFS threshold and starts at half
-    of it (soft reset is required: it is what QCFS models). A multi-threshold neuron emits ``threshold * level``
+    """Load the twin's weights into the student in place; each neuron takes its QCFS threshold, and must start at half
+    of it (``init_membrane: 0.5``, checked; soft reset is required: it is what QCFS models). A multi-threshold neuron emits ``threshold * level``
     where the twin's next layer expects the rate, so its threshold becomes 1 and the module feeding it (conv or
-    norm) is divided by the twin's threshold instead; it starts at half its smallest level."""
+    norm) is divided by the twin's threshold instead; it must start at half its smallest level (0.25 for [0.5, 0.5])."""
     targets = dict(student.named_modules())
     for path in neuron_paths(twin):
         neuron = targets.get(path)
@@ -123,8 +123,13 @@ def copy_twin(twin: nn.Module, student: nn.Module) -> None:
                 f"copy_twin: neuron {path!r} has reset_mechanism={neuron.reset_mechanism!r}; QCFS models a soft "
                 "reset, so the student needs reset_mechanism='subtract'"
             )
+        need = 0.5 / spikes_per_step(neuron, path)
+        if abs(neuron.init_membrane - need) > 1e-9:  # set in place, a checkpoint would rebuild it from the recipe
+            raise ConfigError(
+                f"copy_twin: neuron {path!r} has init_membrane={neuron.init_membrane!r}; the copy needs {need:g} (half "
+                f"a spike's threshold, where QCFS's rounding sits): set the student's init_membrane: {need:g}"
+            )
         neuron.threshold.copy_(twin.get_submodule(path).threshold)
-        neuron.init_membrane = 0.5 / spikes_per_step(neuron, path)
     own = student.state_dict()
     weights = {k: v for k, v in twin.state_dict().items() if k in own and not k.endswith("threshold")}
     missing = [k for k in own if k not in weights and not k.endswith(("threshold", "beta"))]

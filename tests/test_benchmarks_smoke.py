@@ -61,7 +61,7 @@ def test_distill_pays_nested_arms_start_from_the_nested_teacher(capsys, tmp_path
     args = argparse.Namespace(
         system="gray", steps=400, plain_steps=1000, twin_steps=1000, strict_twin_steps=1700, val_every=100,
         eval_size=64, train=tmp_path, eval=tmp_path, nested_teacher=teacher, data_seed=None, untrained_twin_steps=1100,
-        low_lr=3e-4, student=["neuron=multi_threshold", "neuron_levels=[0.5,0.5]"])
+        low_lr=3e-4, student=["neuron=multi_threshold", "neuron_levels=[0.5,0.5]"], warm_student=["init_membrane=0.25"])
     configs = {}
     for arm in ("distilled_nested+twin_hint", "strict+select_nested+twin_hint", "select_nested+lowlr",
                 "select_nested+lowlr-twin_hint", "select_nested-lowlr"):
@@ -74,8 +74,11 @@ def test_distill_pays_nested_arms_start_from_the_nested_teacher(capsys, tmp_path
         assert init["teacher"]["init_args"]["nested_levels"] == 4  # the file's own arguments
         assert init["warm_start"]["select_from_teacher"] is True
         student = init["student"]["init_args"]  # --student reaches every arm
-        assert (student["neuron"], student["neuron_levels"]) == ("multi_threshold", [0.5, 0.5])
+        assert (student["neuron"], student["neuron_levels"], student["init_membrane"]) == ("multi_threshold", [0.5, 0.5], 0.25)
         assert init["hints"] == [] and init["warm_start"]["twin_hints"] is False
+    plain = distill_pays.arm_args("plain", 0, args, tmp_path / "p")  # --warm-student skips the arm without a warm start
+    assert "--model.init_args.student.init_args.neuron_levels=[0.5,0.5]" in plain
+    assert not any("init_membrane" in a for a in plain)
     distilled, strict = configs["distilled_nested+twin_hint"], configs["strict+select_nested+twin_hint"]
     assert distilled["warm_start"]["twin_hint_weight"] == strict["warm_start"]["twin_hint_weight"] == 1.0
     assert (distilled["warm_start"]["teacher_output_weight"], distilled["warm_start"]["twin_steps"]) == (1.0, 1000)

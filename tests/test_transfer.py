@@ -72,7 +72,7 @@ def test_make_twin_swaps_neurons_sets_one_step_and_leaves_the_student_alone():
 def copied_pair(seed: int, depth: int, batch: int, side: int):
     """A data-initialised QCFS twin of an 8-channel IF student, copied into it; with the batch used."""
     torch.manual_seed(seed)
-    student = SpikingDnCNN(1, 8, depth, timesteps=4, neuron="if", norm="none", zero_tail=False)
+    student = SpikingDnCNN(1, 8, depth, timesteps=4, neuron="if", norm="none", zero_tail=False, init_membrane=0.5)
     twin = make_twin(student)
     x = torch.rand(batch, 1, side, side)
     init_thresholds(twin, x)
@@ -98,6 +98,15 @@ def test_copy_of_a_one_layer_twin_is_exact_at_the_first_neuron():
 def test_copy_refuses_a_zero_reset_student():
     student = SpikingDnCNN(1, 6, 3, timesteps=4, neuron="if", reset_mechanism="zero", norm="none")
     with pytest.raises(ConfigError, match="reset_mechanism='zero'.*subtract"):
+        copy_twin(make_twin(student), student)
+
+
+@pytest.mark.parametrize("neuron, levels, need", [("if", None, "0.5"), ("multi_threshold", [0.5, 0.5], "0.25")])
+def test_copy_refuses_a_start_the_checkpoint_would_not_rebuild(neuron, levels, need):
+    """The copy needs the neuron to start at half a spike's threshold; setting it in place would be lost when a
+    checkpoint rebuilds the student from its recipe, so a recipe with another init_membrane is refused."""
+    student = SpikingDnCNN(1, 6, 3, timesteps=4, neuron=neuron, neuron_levels=levels, norm="none", init_membrane=0.0)
+    with pytest.raises(ConfigError, match=rf"head.neuron.*init_membrane=0.0.*needs {need}.*init_membrane: {need}"):
         copy_twin(make_twin(student), student)
 
 
@@ -291,7 +300,7 @@ def test_copy_into_a_burst_student_is_exact_at_the_first_neuron():
     the twin's threshold, so its output per step is the twin's rate."""
     torch.manual_seed(3)
     student = SpikingDnCNN(1, 8, 3, timesteps=4, neuron="multi_threshold", neuron_levels=[0.5, 0.5], norm="none",
-                           zero_tail=False)
+                           zero_tail=False, init_membrane=0.25)
     twin = make_twin(student)
     assert all(twin.get_submodule(p).levels == 8 for p in neuron_paths(twin))
     x = torch.rand(2, 1, 16, 16)
