@@ -18,7 +18,7 @@ from spikedistill_core.checks import check_int, check_number
 from distill.errors import ConfigError
 from distill.modeling import run_model
 from students.transfer import (
-    calibrate_rates, calibrate_weights, channel_rates, copy_twin, init_thresholds, layer_outputs, make_twin,
+    calibrate_rates, calibrate_weights, channel_rates, check_copy_start, copy_twin, init_thresholds, layer_outputs, make_twin,
     neuron_paths, select_from_dncnn,
 )
 
@@ -200,13 +200,7 @@ def run_warm_start(module: Any, config: WarmStart) -> tuple[dict[str, Any], nn.M
     student, device = module.network, module.device
     teacher = getattr(module, "teacher", None)
     hint_set = getattr(module, "hint_set", None) if config.twin_hints else None
-    for neuron in (student.get_submodule(p) for p in neuron_paths(student)):
-        if neuron.init_membrane != 0.5:
-            raise ConfigError(
-                f"warm_start copies a QCFS twin, whose rates an IF neuron reproduces from half its threshold; set the "
-                f"student's init_membrane: 0.5 (it has {neuron.init_membrane:g}), so resumed and exported students "
-                "start there too"
-            )
+    check_copy_start(student)  # before the twin trains, not after
     dataset = datamodule.train_dataset()
     started = time.perf_counter()
     twin = make_twin(student).to(device)

@@ -30,7 +30,7 @@ from spikedistill_core.errors import ConfigError
 from .neurons import QCFS, MultiThresholdIF, SpikingNeuron
 
 __all__ = [
-    "make_twin", "init_thresholds", "copy_twin", "neuron_paths", "channel_rates", "calibrate_rates",
+    "make_twin", "init_thresholds", "check_copy_start", "copy_twin", "neuron_paths", "channel_rates", "calibrate_rates",
     "calibrate_weights", "layer_outputs", "select_from_dncnn",
 ]
 
@@ -107,12 +107,28 @@ def init_thresholds(twin: nn.Module, x: Tensor, percentile: float = 99.0) -> dic
     return chosen
 
 
+def check_copy_start(student: nn.Module) -> None:
+    """Refuse a student whose neurons do not start at half a spike's threshold (``init_membrane`` 0.5, or 0.5 / n for
+    n-spike bursts), where a QCFS twin's rounding sits. Set in place by the copy, another start would be lost when a
+    checkpoint or an export rebuilds the student from its recipe, so the recipe must say it."""
+    for path in neuron_paths(student):
+        neuron = student.get_submodule(path)
+        need = 0.5 / spikes_per_step(neuron, path)
+        if abs(neuron.init_membrane - need) > 1e-9:
+            raise ConfigError(
+                f"a QCFS twin's copy needs neuron {path!r} to start at half a spike's threshold: set the student's "
+                f"init_membrane: {need:g} (it has init_membrane={neuron.init_membrane!r}), so resumed and exported "
+                "students start there too"
+            )
+
+
 @torch.no_grad()
 def copy_twin(twin: nn.Module, student: nn.Module) -> None:
     """Load the twin's weights into the student in place; each neuron takes its QCFS threshold, and must start at half
     of it (``init_membrane: 0.5``, checked; soft reset is required: it is what QCFS models). A multi-threshold neuron emits ``threshold * level``
     where the twin's next layer expects the rate, so its threshold becomes 1 and the module feeding it (conv or
     norm) is divided by the twin's threshold instead; it must start at half its smallest level (0.25 for [0.5, 0.5])."""
+    check_copy_start(student)
     targets = dict(student.named_modules())
     for path in neuron_paths(twin):
         neuron = targets.get(path)
@@ -122,12 +138,6 @@ def copy_twin(twin: nn.Module, student: nn.Module) -> None:
             raise ConfigError(
                 f"copy_twin: neuron {path!r} has reset_mechanism={neuron.reset_mechanism!r}; QCFS models a soft "
                 "reset, so the student needs reset_mechanism='subtract'"
-            )
-        need = 0.5 / spikes_per_step(neuron, path)
-        if abs(neuron.init_membrane - need) > 1e-9:  # set in place, a checkpoint would rebuild it from the recipe
-            raise ConfigError(
-                f"copy_twin: neuron {path!r} has init_membrane={neuron.init_membrane!r}; the copy needs {need:g} (half "
-                f"a spike's threshold, where QCFS's rounding sits): set the student's init_membrane: {need:g}"
             )
         neuron.threshold.copy_(twin.get_submodule(path).threshold)
     own = student.state_dict()

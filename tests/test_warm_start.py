@@ -119,7 +119,7 @@ def test_a_student_that_does_not_start_at_half_threshold_is_refused(tmp_path, re
     with pytest.raises(SystemExit) as exit_:
         fit(tmp_path / "r", "--trainer.max_steps=1", "--model.init_args.student.init_args.init_membrane=0.0")
     assert exit_.value.code == 2
-    assert "set the student's init_membrane: 0.5 (it has 0)" in capsys.readouterr().err
+    assert "set the student's init_membrane: 0.5 (it has init_membrane=0.0)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("field, value", [("twin_steps", -1), ("lr", 0.0), ("teacher_output_weight", -1.0),
