@@ -1,16 +1,22 @@
 """How often a burst student's neurons fire two spikes in one step: per layer, the share of non-zero outputs that
 are a full burst (1.0 = two half-threshold spikes), on the embedded held-out photos at sigma 25. The energy
 accounting charges a burst as one graded event; charging each spike would multiply the synaptic ACs by
-(1 + that share).  usage: burst_share.py STUDENT.pt [gray|rgb]"""
+(1 + that share). RUN is a distill_pays run folder; its recorded runs predate the start check, so their students are
+rebuilt at the copy's 0.25 start as rescore.py does (--init-membrane; not for the plain arm).
+usage: burst_share.py RUN [gray|rgb] [--init-membrane 0.25]"""
 import json, sys
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
 from distill.data.denoising import DenoisingDataModule
-from distill.export import load_network
+from distill.export import load_record, network_record
 from students.neurons import MultiThresholdIF
-net = load_network(sys.argv[1])
-channels = 1 if (sys.argv[2:] or ["gray"])[0] == "gray" else 3
+run = Path(sys.argv[1])
+record = network_record(run / "checkpoints" / "last.ckpt")
+if "--init-membrane" in sys.argv:
+    record["init_args"]["init_membrane"] = float(sys.argv[sys.argv.index("--init-membrane") + 1])
+net = load_record(record, str(run))
+channels = 1 if sys.argv[2:3] in ([], ["gray"]) else 3
 counts = {}
 def hook(name):
     def fn(_m, _i, out):
