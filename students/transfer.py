@@ -124,10 +124,11 @@ def check_copy_start(student: nn.Module) -> None:
 
 @torch.no_grad()
 def copy_twin(twin: nn.Module, student: nn.Module) -> None:
-    """Load the twin's weights into the student in place; each neuron takes its QCFS threshold, and must start at half
-    of it (``init_membrane: 0.5``, checked; soft reset is required: it is what QCFS models). A multi-threshold neuron emits ``threshold * level``
-    where the twin's next layer expects the rate, so its threshold becomes 1 and the module feeding it (conv or
-    norm) is divided by the twin's threshold instead; it must start at half its smallest level (0.25 for [0.5, 0.5])."""
+    """Load the twin's weights into the student in place; each neuron takes its QCFS threshold and must start at
+    half of it (``init_membrane: 0.5``, checked; soft reset is required: it is what QCFS models). A multi-threshold
+    neuron emits ``threshold * level`` where the twin's next layer expects the rate, so its threshold becomes 1 and
+    the module feeding it (conv or norm) is divided by the twin's threshold instead; it must start at half its
+    smallest level (0.25 for [0.5, 0.5])."""
     check_copy_start(student)
     targets = dict(student.named_modules())
     for path in neuron_paths(twin):
